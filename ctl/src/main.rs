@@ -1,0 +1,196 @@
+//! `trellisctl`: read and write Trellis resources in the datastore and inspect IPAM.
+//! Exit status 0 on success, 1 on any error (with a one-line reason on stderr).
+
+mod apply;
+mod connect;
+mod get;
+mod ipam_cmd;
+mod kinds;
+mod table;
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::connect::ConnectArgs;
+use crate::get::{Output, Scope};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trellisctl",
+    version,
+    about = "Manage Trellis resources and IPAM"
+)]
+struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct NamespaceArgs {
+    /// Namespace of namespaced kinds.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+}
+
+impl NamespaceArgs {
+    fn scope(&self) -> Scope {
+        if self.all_namespaces {
+            Scope::All
+        } else {
+            Scope::Namespace(self.namespace.clone())
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update the resources in a YAML/JSON file (`-` for standard input). All or nothing.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Show resources of a kind (ippools, nodes, networkpolicies, ...).
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        ns: NamespaceArgs,
+    },
+    /// Delete one resource.
+    Delete {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArgs,
+        /// Delete an IP pool even though addresses in it are still allocated.
+        #[arg(long)]
+        force: bool,
+    },
+    /// IP address management.
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IpamCommand {
+    /// Per pool: size, allocated and free addresses.
+    Show {
+        /// Also list every block with its node and use.
+        #[arg(long)]
+        show_blocks: bool,
+    },
+    /// Find leaked allocations, blocks of missing nodes and addresses allocated twice.
+    Check,
+    /// Release specific addresses.
+    Release {
+        #[arg(long = "ip", required = true)]
+        ips: Vec<IpAddr>,
+    },
+    /// Release leaked addresses, affinities of deleted nodes and empty handles.
+    Gc {
+        /// Leaks younger than this are left alone (their pod may still be starting).
+        #[arg(long, default_value = "10m", value_parser = ipam_cmd::parse_grace)]
+        grace_period: Duration,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ds = cli.connect.connect().await?;
+    let ds = ds.as_ref();
+    match cli.command {
+        Command::Apply { file } => {
+            let resources = apply::load(ds, &file).await?;
+            let outcomes = apply::write_all(ds, &resources).await?;
+            for (r, o) in resources.iter().zip(outcomes) {
+                let what = match o {
+                    apply::Outcome::Created => "created",
+                    apply::Outcome::Configured => "configured",
+                    apply::Outcome::Unchanged => "unchanged",
+                };
+                println!("{} {what}", r.describe());
+            }
+        }
+        Command::Get {
+            kind,
+            name,
+            output,
+            ns,
+        } => {
+            let kind = kinds::resolve(&kind)?;
+            print!(
+                "{}",
+                get::get(ds, kind, name.as_deref(), &ns.scope(), output).await?
+            );
+        }
+        Command::Delete {
+            kind,
+            name,
+            ns,
+            force,
+        } => {
+            let kind = kinds::resolve(&kind)?;
+            get::delete(ds, kind, &name, &ns.scope(), force).await?;
+            println!("{kind} {name} deleted");
+        }
+        Command::Ipam { command } => match command {
+            IpamCommand::Show { show_blocks } => {
+                print!("{}", ipam_cmd::show(ds, show_blocks).await?)
+            }
+            IpamCommand::Check => {
+                let (report, problems) = ipam_cmd::run_check(ds).await?;
+                print!("{report}");
+                if problems > 0 {
+                    eprintln!("trellisctl: ipam check found {problems} problems");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            IpamCommand::Release { ips } => print!("{}", ipam_cmd::release(ds, &ips).await?),
+            IpamCommand::Gc { grace_period } => {
+                print!("{}", ipam_cmd::run_gc(ds, grace_period).await?)
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trellisctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of causes joined.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("trellisctl: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

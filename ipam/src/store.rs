@@ -1,0 +1,710 @@
+//! Datastore-backed allocation for one node. Each allocation is one etcd transaction that
+//! compare-and-swaps the block and the handle together, so two nodes racing for the same block or
+//! address can never both win, and a crash never leaves a block and its handle disagreeing.
+//!
+//! The node's affine blocks are kept in memory with the revision they were last seen at; the
+//! common ADD is a single transaction on such a block. A lost compare-and-swap re-reads only the
+//! object it lost on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use tokio::sync::Mutex;
+use trellis_datastore::codec::{self, Versioned};
+use trellis_datastore::resources::ipam::{AllocationAttributes, BlockAffinitySpec, IpamConfigSpec};
+use trellis_datastore::resources::{
+    IpPool, IpamBlock, IpamBlockSpec, IpamConfig, IpamHandle, Node,
+};
+use trellis_datastore::{keys, Datastore};
+
+use crate::block;
+use crate::error::{IpamError, Result};
+use crate::plan::{self, BlockSummary, Family};
+use crate::release;
+use crate::txn::{self, HandleState, Lost};
+
+/// How many lost compare-and-swaps one operation tolerates before reporting contention.
+pub const MAX_ATTEMPTS: u32 = 64;
+
+/// What a caller (the CNI via the agent) asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AssignRequest {
+    /// Owner of the addresses: `CONTAINERID.IFNAME` for a pod interface.
+    pub handle: String,
+    pub attrs: AllocationAttributes,
+    pub num_v4: usize,
+    pub num_v6: usize,
+    /// Restrict to these pools (names or CIDRs); empty = every pool that selects the node.
+    pub v4_pools: Vec<String>,
+    pub v6_pools: Vec<String>,
+}
+
+/// Addresses handed out by one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assigned {
+    pub v4: Vec<IpAddr>,
+    pub v6: Vec<IpAddr>,
+}
+
+impl Assigned {
+    pub fn all(&self) -> impl Iterator<Item = &IpAddr> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+}
+
+/// Pools, IPAM settings and the node's labels, as last read.
+#[derive(Debug, Clone)]
+pub(crate) struct Topology {
+    pub pools: Vec<IpPool>,
+    pub config: IpamConfigSpec,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub(crate) async fn read_topology(ds: &dyn Datastore, node: &str) -> Result<Topology> {
+    let pools = codec::list_objects::<trellis_datastore::resources::IpPoolSpec>(ds).await?;
+    let config = codec::get_object::<IpamConfigSpec>(ds, keys::IPAM_CONFIG).await?;
+    let labels =
+        codec::get_object::<trellis_datastore::resources::NodeSpec>(ds, &keys::node(node)).await?;
+    Ok(Topology {
+        pools: pools.into_iter().map(|v| v.value).collect(),
+        config: config
+            .map(|c: Versioned<IpamConfig>| c.value.spec)
+            .unwrap_or_default(),
+        labels: labels
+            .map(|n: Versioned<Node>| n.value.metadata.labels)
+            .unwrap_or_default(),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    topology: Option<(Instant, Topology)>,
+    /// The node's affine blocks; `None` until first loaded.
+    affine: Option<BTreeMap<IpNet, Versioned<IpamBlock>>>,
+}
+
+/// IPAM for one node.
+#[derive(Debug)]
+pub struct NodeIpam {
+    ds: Arc<dyn Datastore>,
+    node: String,
+    /// How long pools and settings are trusted before re-reading (the agent's watch calls
+    /// [`NodeIpam::invalidate`] on change, so this only bounds staleness without it).
+    topology_ttl: Duration,
+    cache: Mutex<Cache>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl NodeIpam {
+    pub fn new(ds: Arc<dyn Datastore>, node: impl Into<String>) -> Self {
+        Self {
+            ds,
+            node: node.into(),
+            topology_ttl: Duration::from_secs(5),
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    pub fn with_topology_ttl(mut self, ttl: Duration) -> Self {
+        self.topology_ttl = ttl;
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn datastore(&self) -> &Arc<dyn Datastore> {
+        &self.ds
+    }
+
+    /// Forgets cached pools, settings and blocks; the next call re-reads them.
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = Cache::default();
+    }
+
+    async fn topology(&self, cache: &mut Cache) -> Result<Topology> {
+        if let Some((at, t)) = &cache.topology {
+            if at.elapsed() < self.topology_ttl {
+                return Ok(t.clone());
+            }
+        }
+        let t = read_topology(self.ds.as_ref(), &self.node).await?;
+        cache.topology = Some((Instant::now(), t.clone()));
+        Ok(t)
+    }
+
+    /// (Re)reads the node's affinities and their blocks.
+    async fn load_affine(&self, cache: &mut Cache) -> Result<()> {
+        let (affs, _) = codec::list::<trellis_datastore::Object<BlockAffinitySpec>>(
+            self.ds.as_ref(),
+            &keys::affinities_of(&self.node),
+        )
+        .await?;
+        let mut blocks = cache.affine.take().unwrap_or_default();
+        let wanted: BTreeSet<IpNet> = affs.iter().map(|a| a.value.spec.cidr).collect();
+        blocks.retain(|cidr, _| wanted.contains(cidr));
+        for cidr in wanted {
+            if blocks.contains_key(&cidr) {
+                continue;
+            }
+            if let Some(b) =
+                codec::get_object::<IpamBlockSpec>(self.ds.as_ref(), &keys::block(&cidr)).await?
+            {
+                if b.value.spec.affine_node() == Some(self.node.as_str()) {
+                    blocks.insert(cidr, b);
+                }
+            }
+        }
+        cache.affine = Some(blocks);
+        Ok(())
+    }
+
+    /// Allocates the requested addresses. All or nothing: on any failure every address this call
+    /// took is released again before the error is returned.
+    pub async fn auto_assign(&self, req: &AssignRequest) -> Result<Assigned> {
+        if req.handle.is_empty() {
+            return Err(IpamError::InvalidRequest("handle must not be empty".into()));
+        }
+        if req.num_v4 == 0 && req.num_v6 == 0 {
+            return Err(IpamError::InvalidRequest("asked for no addresses".into()));
+        }
+        let mut cache = self.cache.lock().await;
+        let topo = self.topology(&mut cache).await?;
+        let mut attrs = req.attrs.clone();
+        attrs.node.get_or_insert_with(|| self.node.clone());
+        attrs.allocated_at.get_or_insert_with(now_secs);
+        let mut handle = HandleState::absent(&req.handle);
+        let mut out = Assigned::default();
+        for (family, n, requested) in [
+            (Family::V4, req.num_v4, &req.v4_pools),
+            (Family::V6, req.num_v6, &req.v6_pools),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let mut got = Vec::new();
+            let res = self
+                .assign_family(
+                    &mut cache,
+                    &topo,
+                    family,
+                    n,
+                    requested,
+                    &attrs,
+                    &mut handle,
+                    &mut got,
+                )
+                .await;
+            match family {
+                Family::V4 => out.v4 = got,
+                Family::V6 => out.v6 = got,
+            }
+            if let Err(e) = res {
+                drop(cache);
+                let taken: Vec<IpAddr> = out.all().copied().collect();
+                if !taken.is_empty() {
+                    // Undo this call's allocations so a failed request changes nothing.
+                    if let Err(undo) = self.release_ips(&taken).await {
+                        tracing::error!(handle = %req.handle, error = %undo, "rolling back a failed allocation");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn assign_family(
+        &self,
+        cache: &mut Cache,
+        topo: &Topology,
+        family: Family,
+        n: usize,
+        requested: &[String],
+        attrs: &AllocationAttributes,
+        handle: &mut HandleState,
+        got: &mut Vec<IpAddr>,
+    ) -> Result<()> {
+        let pools = plan::eligible_pools(&topo.pools, family, &topo.labels, requested, attrs.kind);
+        if pools.is_empty() {
+            let detail = if requested.is_empty() {
+                String::new()
+            } else {
+                format!(" among {}", requested.join(", "))
+            };
+            return Err(IpamError::NoPool {
+                family,
+                node: self.node.clone(),
+                detail,
+            });
+        }
+        if cache.affine.is_none() {
+            self.load_affine(cache).await?;
+        }
+        // 1. The node's own blocks.
+        self.fill_from_affine(cache, &pools, n, attrs, handle, got)
+            .await?;
+        // 2. Claim new blocks; re-read affinities first in case another process claimed for us.
+        let mut why = String::new();
+        if got.len() < n {
+            self.load_affine(cache).await?;
+            self.fill_from_affine(cache, &pools, n, attrs, handle, got)
+                .await?;
+        }
+        if got.len() < n {
+            why = self
+                .claim_blocks(cache, topo, family, &pools, n, attrs, handle, got)
+                .await?;
+        }
+        // 3. Borrow from other nodes' blocks.
+        if got.len() < n {
+            if topo.config.strict_affinity {
+                why = format!("{why}; strictAffinity forbids borrowing");
+            } else {
+                self.borrow(&pools, n, attrs, handle, got).await?;
+                why = format!("{why}; no other block has a free address");
+            }
+        }
+        if got.len() < n {
+            return Err(IpamError::Exhausted {
+                family,
+                node: self.node.clone(),
+                wanted: n,
+                got: got.len(),
+                why: why.trim_start_matches("; ").to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn fill_from_affine(
+        &self,
+        cache: &mut Cache,
+        pools: &[&IpPool],
+        n: usize,
+        attrs: &AllocationAttributes,
+        handle: &mut HandleState,
+        got: &mut Vec<IpAddr>,
+    ) -> Result<()> {
+        let mut attempts = 0;
+        while got.len() < n {
+            let affine = cache.affine.get_or_insert_with(BTreeMap::new);
+            let summaries: Vec<BlockSummary> = affine
+                .values()
+                .map(|b| BlockSummary::of(&b.value.spec))
+                .collect();
+            let Some(cidr) = plan::affine_candidates(&self.node, &summaries, pools)
+                .into_iter()
+                .next()
+            else {
+                return Ok(());
+            };
+            let current = affine[&cidr].clone();
+            match self
+                .allocate_in(&current, n - got.len(), attrs, handle)
+                .await?
+            {
+                Ok((ips, updated)) => {
+                    got.extend(ips);
+                    affine.insert(cidr, updated);
+                }
+                Err(lost) => {
+                    attempts += 1;
+                    if attempts > MAX_ATTEMPTS {
+                        return Err(IpamError::Contention {
+                            what: format!("allocating in block {cidr}"),
+                            attempts,
+                        });
+                    }
+                    self.refresh_after(cache, lost, handle).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One CAS transaction taking up to `n` addresses of `current` for the handle.
+    /// `Ok(Err(lost))` when the transaction lost a race.
+    async fn allocate_in(
+        &self,
+        current: &Versioned<IpamBlock>,
+        n: usize,
+        attrs: &AllocationAttributes,
+        handle: &mut HandleState,
+    ) -> Result<std::result::Result<(Vec<IpAddr>, Versioned<IpamBlock>), Lost>> {
+        let mut spec = current.value.spec.clone();
+        let ips = block::allocate(&mut spec, n, &handle.spec.handle_id, attrs);
+        let new_handle = handle.with_delta(&spec.cidr, ips.len() as i64);
+        let mut ops = vec![txn::update_block(&spec, current.revision)?];
+        ops.extend(handle.write(&new_handle)?);
+        match self.ds.txn(ops).await {
+            Ok(rev) => {
+                handle.committed(new_handle, rev);
+                let mut updated = current.clone();
+                updated.value.spec = spec;
+                updated.revision = rev;
+                Ok(Ok((ips, updated)))
+            }
+            Err(e) => Ok(Err(txn::lost(e, &handle.key())?)),
+        }
+    }
+
+    /// Re-reads whatever a lost transaction lost on.
+    async fn refresh_after(
+        &self,
+        cache: &mut Cache,
+        lost: Lost,
+        handle: &mut HandleState,
+    ) -> Result<()> {
+        match lost {
+            Lost::Handle => {
+                let stored = codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
+                    self.ds.as_ref(),
+                    &handle.key(),
+                )
+                .await?;
+                *handle = HandleState::from_stored(&handle.spec.handle_id, stored);
+            }
+            Lost::Block(cidr) => {
+                let fresh =
+                    codec::get_object::<IpamBlockSpec>(self.ds.as_ref(), &keys::block(&cidr))
+                        .await?;
+                let affine = cache.affine.get_or_insert_with(BTreeMap::new);
+                match fresh {
+                    Some(b) if b.value.spec.affine_node() == Some(self.node.as_str()) => {
+                        affine.insert(cidr, b);
+                    }
+                    _ => {
+                        affine.remove(&cidr);
+                    }
+                }
+            }
+            Lost::Other(key) => {
+                tracing::debug!(%key, "transaction lost on an unexpected key; re-reading blocks");
+                self.load_affine(cache).await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_blocks(
+        &self,
+        cache: &mut Cache,
+        topo: &Topology,
+        family: Family,
+        pools: &[&IpPool],
+        n: usize,
+        attrs: &AllocationAttributes,
+        handle: &mut HandleState,
+        got: &mut Vec<IpAddr>,
+    ) -> Result<String> {
+        let listing = self.ds.list(keys::IPAM_BLOCKS).await?;
+        let mut taken: BTreeSet<IpNet> = listing
+            .items
+            .iter()
+            .filter_map(|kv| {
+                kv.key
+                    .strip_prefix(keys::IPAM_BLOCKS)
+                    .and_then(keys::parse_cidr_segment)
+            })
+            .collect();
+        let mut attempts = 0;
+        while got.len() < n {
+            let held = cache.affine.as_ref().map_or(0, |a| {
+                a.keys().filter(|c| Family::of_net(c) == family).count()
+            });
+            if let Err(why) = plan::may_claim(&topo.config, held) {
+                return Ok(why);
+            }
+            let seed = plan::node_seed(&self.node).wrapping_add(attempts as u64);
+            let Some(cidr) = pools
+                .iter()
+                .find_map(|p| plan::unclaimed_block(p, &taken, seed))
+            else {
+                return Ok(format!("every block of the {family} pools is claimed"));
+            };
+            // Claim and allocate in one transaction: block, affinity and handle appear together.
+            let mut spec = block::new_block(cidr, Some(&self.node));
+            let ips = block::allocate(&mut spec, n - got.len(), &handle.spec.handle_id, attrs);
+            let new_handle = handle.with_delta(&cidr, ips.len() as i64);
+            let mut ops = vec![
+                txn::create_block(&spec)?,
+                txn::create_affinity(&self.node, cidr)?,
+            ];
+            ops.extend(handle.write(&new_handle)?);
+            match self.ds.txn(ops).await {
+                Ok(rev) => {
+                    handle.committed(new_handle, rev);
+                    got.extend(ips);
+                    let obj = txn::block_object(&spec);
+                    let key = obj.key();
+                    cache.affine.get_or_insert_with(BTreeMap::new).insert(
+                        cidr,
+                        Versioned {
+                            key,
+                            value: obj,
+                            revision: rev,
+                        },
+                    );
+                    tracing::info!(node = %self.node, block = %cidr, "claimed block");
+                }
+                Err(e) => {
+                    attempts += 1;
+                    if attempts > MAX_ATTEMPTS {
+                        return Err(IpamError::Contention {
+                            what: format!("claiming a {family} block"),
+                            attempts,
+                        });
+                    }
+                    match txn::lost(e, &handle.key())? {
+                        Lost::Handle => self.refresh_after(cache, Lost::Handle, handle).await?,
+                        // Someone else claimed it (or its stale affinity exists): try another.
+                        _ => {
+                            taken.insert(cidr);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(String::new())
+    }
+
+    async fn borrow(
+        &self,
+        pools: &[&IpPool],
+        n: usize,
+        attrs: &AllocationAttributes,
+        handle: &mut HandleState,
+        got: &mut Vec<IpAddr>,
+    ) -> Result<()> {
+        let mut attempts = 0;
+        'rescan: while got.len() < n {
+            let (blocks, _) = codec::list::<IpamBlock>(self.ds.as_ref(), keys::IPAM_BLOCKS).await?;
+            let summaries: Vec<BlockSummary> = blocks
+                .iter()
+                .map(|b| BlockSummary::of(&b.value.spec))
+                .collect();
+            let config = IpamConfigSpec::default(); // strict affinity was checked by the caller
+            let candidates = plan::borrow_candidates(&config, &self.node, &summaries, pools);
+            if candidates.is_empty() {
+                return Ok(());
+            }
+            for cidr in candidates {
+                let current = blocks
+                    .iter()
+                    .find(|b| b.value.spec.cidr == cidr)
+                    .expect("candidate comes from the listing");
+                match self
+                    .allocate_in(current, n - got.len(), attrs, handle)
+                    .await?
+                {
+                    Ok((ips, _)) => {
+                        tracing::info!(node = %self.node, block = %cidr, count = ips.len(), "borrowed addresses");
+                        got.extend(ips);
+                        if got.len() >= n {
+                            return Ok(());
+                        }
+                    }
+                    Err(lost) => {
+                        attempts += 1;
+                        if attempts > MAX_ATTEMPTS {
+                            return Err(IpamError::Contention {
+                                what: "borrowing an address".into(),
+                                attempts,
+                            });
+                        }
+                        if lost == Lost::Handle {
+                            let stored = codec::get_object::<
+                                trellis_datastore::resources::IpamHandleSpec,
+                            >(
+                                self.ds.as_ref(), &handle.key()
+                            )
+                            .await?;
+                            *handle = HandleState::from_stored(&handle.spec.handle_id, stored);
+                        }
+                        continue 'rescan;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates exactly `ip` (for a pod asking for a fixed address, or an operator reserving one).
+    pub async fn assign_ip(
+        &self,
+        ip: IpAddr,
+        handle_id: &str,
+        attrs: &AllocationAttributes,
+    ) -> Result<()> {
+        let mut cache = self.cache.lock().await;
+        let topo = self.topology(&mut cache).await?;
+        let pool = topo
+            .pools
+            .iter()
+            .find(|p| p.spec.cidr.contains(&ip))
+            .ok_or(IpamError::NotInPool { ip })?;
+        if pool.spec.disabled {
+            return Err(IpamError::PoolDisabled {
+                ip,
+                pool: pool.metadata.name.clone(),
+            });
+        }
+        let cidr = IpNet::new(ip, pool.spec.block_size())
+            .map_err(|e| IpamError::InvalidRequest(e.to_string()))?
+            .trunc();
+        let mut attrs = attrs.clone();
+        attrs.node.get_or_insert_with(|| self.node.clone());
+        attrs.allocated_at.get_or_insert_with(now_secs);
+        let mut handle = HandleState::from_stored(
+            handle_id,
+            codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
+                self.ds.as_ref(),
+                &keys::handle(handle_id),
+            )
+            .await?,
+        );
+        for attempt in 1..=MAX_ATTEMPTS {
+            let stored =
+                codec::get_object::<IpamBlockSpec>(self.ds.as_ref(), &keys::block(&cidr)).await?;
+            let new_handle = handle.with_delta(&cidr, 1);
+            let mut ops = Vec::new();
+            match &stored {
+                Some(b) => {
+                    let mut spec = b.value.spec.clone();
+                    block::assign(&mut spec, ip, handle_id, &attrs)?;
+                    ops.push(txn::update_block(&spec, b.revision)?);
+                }
+                None => {
+                    if cache.affine.is_none() {
+                        self.load_affine(&mut cache).await?;
+                    }
+                    let held = cache.affine.as_ref().map_or(0, |a| {
+                        a.keys()
+                            .filter(|c| Family::of_net(c) == Family::of_addr(&ip))
+                            .count()
+                    });
+                    let affine = plan::may_claim(&topo.config, held).is_ok();
+                    if !affine && topo.config.strict_affinity {
+                        return Err(IpamError::BlockLimit {
+                            block: cidr,
+                            node: self.node.clone(),
+                            held,
+                            max: topo.config.max_blocks_per_host,
+                        });
+                    }
+                    let mut spec = block::new_block(cidr, affine.then_some(self.node.as_str()));
+                    block::assign(&mut spec, ip, handle_id, &attrs)?;
+                    ops.push(txn::create_block(&spec)?);
+                    if affine {
+                        ops.push(txn::create_affinity(&self.node, cidr)?);
+                    }
+                }
+            }
+            ops.extend(handle.write(&new_handle)?);
+            match self.ds.txn(ops).await {
+                Ok(rev) => {
+                    handle.committed(new_handle, rev);
+                    cache.affine = None; // re-read lazily: the block may be ours now
+                    return Ok(());
+                }
+                Err(e) => {
+                    if txn::lost(e, &handle.key())? == Lost::Handle {
+                        handle = HandleState::from_stored(
+                            handle_id,
+                            codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
+                                self.ds.as_ref(),
+                                &keys::handle(handle_id),
+                            )
+                            .await?,
+                        );
+                    }
+                    tracing::debug!(%ip, attempt, "assign lost a race; retrying");
+                }
+            }
+        }
+        Err(IpamError::Contention {
+            what: format!("assigning {ip}"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Releases every address of `handle_id`; a missing handle is not an error (DEL is idempotent).
+    pub async fn release_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>> {
+        let out = release::release_handle(self.ds.as_ref(), handle_id).await?;
+        self.absorb(out.blocks).await;
+        Ok(out.released)
+    }
+
+    /// Releases specific addresses, whoever holds them. Unallocated addresses are skipped.
+    pub async fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>> {
+        let out = release::release_ips(self.ds.as_ref(), ips).await?;
+        self.absorb(out.blocks).await;
+        Ok(out.released)
+    }
+
+    /// Updates cached affine blocks with states a release just committed.
+    async fn absorb(&self, blocks: Vec<(IpNet, Option<Versioned<IpamBlock>>)>) {
+        let mut cache = self.cache.lock().await;
+        if let Some(affine) = cache.affine.as_mut() {
+            for (cidr, state) in blocks {
+                match state {
+                    Some(b) if b.value.spec.affine_node() == Some(self.node.as_str()) => {
+                        affine.insert(cidr, b);
+                    }
+                    _ => {
+                        affine.remove(&cidr);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The handle of a pod interface, shared with the CNI plugin and `ipam check`.
+pub fn pod_handle(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}.{ifname}")
+}
+
+/// Reads a handle (for callers that need to see what a handle holds).
+pub async fn get_handle(
+    ds: &dyn Datastore,
+    handle_id: &str,
+) -> Result<Option<Versioned<IpamHandle>>> {
+    Ok(
+        codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
+            ds,
+            &keys::handle(handle_id),
+        )
+        .await?,
+    )
+}
+
+/// Addresses currently held by `handle_id`.
+pub async fn addresses_of(ds: &dyn Datastore, handle_id: &str) -> Result<Vec<IpAddr>> {
+    let Some(h) = get_handle(ds, handle_id).await? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for seg in h.value.spec.blocks.keys() {
+        let Some(cidr) = keys::parse_cidr_segment(seg) else {
+            continue;
+        };
+        if let Some(b) = codec::get_object::<IpamBlockSpec>(ds, &keys::block(&cidr)).await? {
+            out.extend(block::addresses_of(&b.value.spec, handle_id));
+        }
+    }
+    Ok(out)
+}
