@@ -2,14 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use ipnet::IpNet;
 use trellis_datastore::codec;
+use trellis_datastore::resources::ipam::{AllocationAttributes, AllocationKind};
 use trellis_datastore::resources::{IpPoolSpec, IpamBlockSpec};
 use trellis_datastore::{keys, Datastore, Object};
-use trellis_ipam::{block, check, gc};
+use trellis_ipam::{block, check, gc, AssignRequest, NodeIpam};
 
 use crate::table::Table;
 
@@ -95,6 +97,56 @@ pub async fn show(ds: &dyn Datastore, show_blocks: bool) -> anyhow::Result<Strin
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
+    }
+    Ok(out)
+}
+
+/// What `ipam assign` was asked for.
+#[derive(Debug)]
+pub struct AssignArgs {
+    pub node: String,
+    pub handle: String,
+    pub ipv4: usize,
+    pub ipv6: usize,
+    pub ips: Vec<IpAddr>,
+    pub pod: Option<String>,
+}
+
+pub async fn assign(ds: Arc<dyn Datastore>, a: AssignArgs) -> anyhow::Result<String> {
+    let (namespace, pod) = match a.pod.as_deref().map(|p| p.split_once('/')) {
+        Some(Some((ns, name))) => (Some(ns.to_string()), Some(name.to_string())),
+        Some(None) => bail!("--pod must be NAMESPACE/NAME, got {:?}", a.pod.unwrap_or_default()),
+        None => (None, None),
+    };
+    let kind = if pod.is_some() { AllocationKind::Pod } else { AllocationKind::Reserved };
+    let attrs = AllocationAttributes { kind, namespace, pod, ..Default::default() };
+    let node = NodeIpam::new(ds, a.node);
+    let mut out = String::new();
+    if !a.ips.is_empty() {
+        if a.ipv4 > 0 || a.ipv6 > 0 {
+            bail!("give either --ip or --ipv4/--ipv6, not both");
+        }
+        let mut done = Vec::new();
+        for ip in &a.ips {
+            if let Err(e) = node.assign_ip(*ip, &a.handle, &attrs).await {
+                // All or nothing: give back what this command already took.
+                node.release_ips(&done).await?;
+                return Err(e.into());
+            }
+            done.push(*ip);
+        }
+        for ip in done {
+            out.push_str(&format!("assigned {ip} to {}\n", a.handle));
+        }
+        return Ok(out);
+    }
+    if a.ipv4 == 0 && a.ipv6 == 0 {
+        bail!("nothing to assign: give --ipv4 N, --ipv6 N or --ip ADDRESS");
+    }
+    let req = AssignRequest { handle: a.handle.clone(), attrs, num_v4: a.ipv4, num_v6: a.ipv6, ..Default::default() };
+    let got = node.auto_assign(&req).await?;
+    for ip in got.all() {
+        out.push_str(&format!("assigned {ip} to {}\n", a.handle));
     }
     Ok(out)
 }

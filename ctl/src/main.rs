@@ -93,6 +93,24 @@ enum IpamCommand {
     },
     /// Find leaked allocations, blocks of missing nodes and addresses allocated twice.
     Check,
+    /// Allocate addresses for a handle on a node, as the agent does for a pod; with --ip, those
+    /// exact addresses (an operator's reservation unless --pod is given).
+    Assign {
+        #[arg(long)]
+        node: String,
+        /// Owner of the addresses, e.g. CONTAINERID.eth0.
+        #[arg(long)]
+        handle: String,
+        #[arg(long, default_value_t = 0)]
+        ipv4: usize,
+        #[arg(long, default_value_t = 0)]
+        ipv6: usize,
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// Pod namespace/name the addresses are for.
+        #[arg(long)]
+        pod: Option<String>,
+    },
     /// Release specific addresses.
     Release {
         #[arg(long = "ip", required = true)]
@@ -107,8 +125,8 @@ enum IpamCommand {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ds = cli.connect.connect().await?;
-    let ds = ds.as_ref();
+    let cli_ds = cli.connect.connect().await?;
+    let ds = cli_ds.as_ref();
     match cli.command {
         Command::Apply { file } => {
             let resources = apply::load(ds, &file).await?;
@@ -155,6 +173,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("trellisctl: ipam check found {problems} problems");
                     return Ok(ExitCode::FAILURE);
                 }
+            }
+            IpamCommand::Assign { node, handle, ipv4, ipv6, ips, pod } => {
+                let args = ipam_cmd::AssignArgs { node, handle, ipv4, ipv6, ips, pod };
+                print!("{}", ipam_cmd::assign(cli_ds.clone(), args).await?)
             }
             IpamCommand::Release { ips } => print!("{}", ipam_cmd::release(ds, &ips).await?),
             IpamCommand::Gc { grace_period } => {

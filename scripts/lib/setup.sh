@@ -1,0 +1,42 @@
+# Shared set-up for the README's commands: installs what Trellis needs on a fresh Debian
+# machine, idempotently (only what is missing), and makes cargo reachable.
+# Sourced, not run: `. scripts/lib/setup.sh; trellis_setup`.
+
+trellis_log() { printf '==> %s\n' "$*" >&2; }
+
+trellis_die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Debian packages providing each command the project runs.
+trellis_apt_needs() {
+    local need=()
+    command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+    command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler) # etcd-client's build script
+    command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+    command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+    printf '%s\n' "${need[@]}"
+}
+
+trellis_setup() {
+    [ "$(id -u)" = 0 ] || trellis_die "run as root (it installs Debian packages and, later, creates network namespaces)"
+    local need
+    mapfile -t need < <(trellis_apt_needs)
+    if [ "${#need[@]}" -gt 0 ]; then
+        trellis_log "installing Debian packages: ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq || trellis_die "apt-get update failed"
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || trellis_die "apt-get install ${need[*]} failed"
+    fi
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 || trellis_die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.85)"
+    # etcd 3.4 on arm64 refuses to start without this; harmless elsewhere.
+    if [ "$(dpkg --print-architecture 2>/dev/null)" = arm64 ]; then
+        export ETCD_UNSUPPORTED_ARCH=arm64
+    fi
+}
