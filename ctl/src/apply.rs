@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use trellis_datastore::codec;
 use trellis_datastore::resources::ippool::validate_against_existing;
 use trellis_datastore::resources::{parse_documents_numbered, AnyResource, IpPool, IpPoolSpec};
-use trellis_datastore::{Datastore, DatastoreError, TxnOp};
+use trellis_datastore::{Datastore, TxnOp};
 
 /// What happened to one resource.
 #[derive(Debug, PartialEq, Eq)]
@@ -184,11 +184,7 @@ pub async fn write_all(
     }
     match ds.txn(ops).await {
         Ok(_) => Ok(outcomes),
-        Err(
-            e @ (DatastoreError::Conflict { .. }
-            | DatastoreError::AlreadyExists { .. }
-            | DatastoreError::NotFound { .. }),
-        ) => {
+        Err(e) if e.lost_race() => {
             bail!("nothing applied: {e}; another writer changed it, run apply again")
         }
         Err(e) => Err(e.into()),

@@ -115,11 +115,23 @@ pub struct AssignArgs {
 pub async fn assign(ds: Arc<dyn Datastore>, a: AssignArgs) -> anyhow::Result<String> {
     let (namespace, pod) = match a.pod.as_deref().map(|p| p.split_once('/')) {
         Some(Some((ns, name))) => (Some(ns.to_string()), Some(name.to_string())),
-        Some(None) => bail!("--pod must be NAMESPACE/NAME, got {:?}", a.pod.unwrap_or_default()),
+        Some(None) => bail!(
+            "--pod must be NAMESPACE/NAME, got {:?}",
+            a.pod.unwrap_or_default()
+        ),
         None => (None, None),
     };
-    let kind = if pod.is_some() { AllocationKind::Pod } else { AllocationKind::Reserved };
-    let attrs = AllocationAttributes { kind, namespace, pod, ..Default::default() };
+    let kind = if pod.is_some() {
+        AllocationKind::Pod
+    } else {
+        AllocationKind::Reserved
+    };
+    let attrs = AllocationAttributes {
+        kind,
+        namespace,
+        pod,
+        ..Default::default()
+    };
     let node = NodeIpam::new(ds, a.node);
     let mut out = String::new();
     if !a.ips.is_empty() {
@@ -143,7 +155,13 @@ pub async fn assign(ds: Arc<dyn Datastore>, a: AssignArgs) -> anyhow::Result<Str
     if a.ipv4 == 0 && a.ipv6 == 0 {
         bail!("nothing to assign: give --ipv4 N, --ipv6 N or --ip ADDRESS");
     }
-    let req = AssignRequest { handle: a.handle.clone(), attrs, num_v4: a.ipv4, num_v6: a.ipv6, ..Default::default() };
+    let req = AssignRequest {
+        handle: a.handle.clone(),
+        attrs,
+        num_v4: a.ipv4,
+        num_v6: a.ipv6,
+        ..Default::default()
+    };
     let got = node.auto_assign(&req).await?;
     for ip in got.all() {
         out.push_str(&format!("assigned {ip} to {}\n", a.handle));

@@ -174,8 +174,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            IpamCommand::Assign { node, handle, ipv4, ipv6, ips, pod } => {
-                let args = ipam_cmd::AssignArgs { node, handle, ipv4, ipv6, ips, pod };
+            IpamCommand::Assign {
+                node,
+                handle,
+                ipv4,
+                ipv6,
+                ips,
+                pod,
+            } => {
+                let args = ipam_cmd::AssignArgs {
+                    node,
+                    handle,
+                    ipv4,
+                    ipv6,
+                    ips,
+                    pod,
+                };
                 print!("{}", ipam_cmd::assign(cli_ds.clone(), args).await?)
             }
             IpamCommand::Release { ips } => print!("{}", ipam_cmd::release(ds, &ips).await?),

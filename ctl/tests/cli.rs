@@ -259,17 +259,58 @@ fn unreachable_etcd_is_a_one_line_error() {
 async fn ipam_assign_auto_and_specific_addresses() {
     let ctl = Ctl::new("assign");
     ctl.ok(&["apply", "-f", &data("good.yaml")]);
-    let out = ctl.ok(&["ipam", "assign", "--node", "node-1", "--handle", "c1.eth0", "--ipv4", "2", "--ipv6", "1", "--pod", "prod/web"]);
+    let out = ctl.ok(&[
+        "ipam", "assign", "--node", "node-1", "--handle", "c1.eth0", "--ipv4", "2", "--ipv6", "1",
+        "--pod", "prod/web",
+    ]);
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(out.contains("10.70.") && out.contains("fd00:70::"), "{out}");
-    let out = ctl.ok(&["ipam", "assign", "--node", "node-1", "--handle", "vip", "--ip", "10.70.200.7"]);
+    let out = ctl.ok(&[
+        "ipam",
+        "assign",
+        "--node",
+        "node-1",
+        "--handle",
+        "vip",
+        "--ip",
+        "10.70.200.7",
+    ]);
     assert!(out.contains("assigned 10.70.200.7 to vip"), "{out}");
     // The second address is taken: the first of this command must not stay allocated.
-    let err = ctl.fails(&["ipam", "assign", "--node", "node-1", "--handle", "vip2", "--ip", "10.70.200.8", "--ip", "10.70.200.7"]);
-    assert!(err.contains("10.70.200.7 is already allocated to handle vip"), "{err}");
+    let err = ctl.fails(&[
+        "ipam",
+        "assign",
+        "--node",
+        "node-1",
+        "--handle",
+        "vip2",
+        "--ip",
+        "10.70.200.8",
+        "--ip",
+        "10.70.200.7",
+    ]);
+    assert!(
+        err.contains("10.70.200.7 is already allocated to handle vip"),
+        "{err}"
+    );
     let ds = ctl.datastore().await;
-    assert!(trellis_ipam::store::addresses_of(&ds, "vip2").await.unwrap().is_empty(), "vip2 kept nothing");
-    let err = ctl.fails(&["ipam", "assign", "--node", "node-1", "--handle", "x", "--ip", "10.200.0.1"]);
+    assert!(
+        trellis_ipam::store::addresses_of(&ds, "vip2")
+            .await
+            .unwrap()
+            .is_empty(),
+        "vip2 kept nothing"
+    );
+    let err = ctl.fails(&[
+        "ipam",
+        "assign",
+        "--node",
+        "node-1",
+        "--handle",
+        "x",
+        "--ip",
+        "10.200.0.1",
+    ]);
     assert!(err.contains("10.200.0.1 is not in any IP pool"), "{err}");
     let err = ctl.fails(&["ipam", "assign", "--node", "node-1", "--handle", "x"]);
     assert!(err.contains("nothing to assign"), "{err}");

@@ -59,6 +59,15 @@ impl DatastoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. } | Self::AlreadyExists { .. })
     }
+
+    /// True when a conditional write failed because the key changed, appeared or vanished since
+    /// it was read: the caller lost a race and should re-read, then decide again.
+    pub fn lost_race(&self) -> bool {
+        matches!(
+            self,
+            Self::Conflict { .. } | Self::AlreadyExists { .. } | Self::NotFound { .. }
+        )
+    }
 }
 
 pub type Result<T, E = DatastoreError> = std::result::Result<T, E>;

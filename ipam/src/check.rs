@@ -379,7 +379,7 @@ pub async fn gc(ds: &dyn Datastore, grace: Duration) -> Result<GcReport> {
             if let Some(h) = snap.handles.get(id) {
                 match ds.delete(&keys::handle(id), Some(h.revision)).await {
                     Ok(()) => out.handles_deleted.push(id.clone()),
-                    Err(e) if e.is_conflict() || matches!(e, DatastoreError::NotFound { .. }) => {}
+                    Err(e) if e.lost_race() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -417,7 +417,7 @@ pub async fn release_affinity(ds: &dyn Datastore, node: &str, cidr: IpNet) -> Re
         }
         match ds.txn(ops).await {
             Ok(_) => return Ok(true),
-            Err(e) if e.is_conflict() || matches!(e, DatastoreError::NotFound { .. }) => continue,
+            Err(e) if e.lost_race() => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -21,4 +21,6 @@ pub mod txn;
 pub use check::{check, gc, CheckReport, GcReport};
 pub use error::{IpamError, Result};
 pub use plan::Family;
-pub use store::{pod_handle, AssignRequest, Assigned, NodeIpam};
+pub use store::{AssignRequest, Assigned, NodeIpam};
+/// The handle of a pod interface (`CONTAINERID.IFNAME`), shared with the CNI plugin and `ipam check`.
+pub use trellis_datastore::resources::workload_endpoint::ipam_handle;

@@ -89,12 +89,7 @@ pub async fn release_handle(ds: &dyn Datastore, handle_id: &str) -> Result<Relea
                 release_emptied(ds, &mut out).await?;
                 return Ok(out);
             }
-            Err(e)
-                if e.is_conflict()
-                    || matches!(e, trellis_datastore::DatastoreError::NotFound { .. }) =>
-            {
-                continue
-            }
+            Err(e) if e.lost_race() => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -187,12 +182,7 @@ async fn release_in_block(
                     .push((cidr, (!deleted).then(|| versioned(spec, rev))));
                 return Ok(());
             }
-            Err(e)
-                if e.is_conflict()
-                    || matches!(e, trellis_datastore::DatastoreError::NotFound { .. }) =>
-            {
-                continue
-            }
+            Err(e) if e.lost_race() => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -262,9 +252,7 @@ async fn release_emptied(ds: &dyn Datastore, out: &mut ReleaseOutcome) -> Result
                 }
             }
             // Someone allocated from it meanwhile: it is in use again, keep it.
-            Err(e)
-                if e.is_conflict()
-                    || matches!(e, trellis_datastore::DatastoreError::NotFound { .. }) => {}
+            Err(e) if e.lost_race() => {}
             Err(e) => return Err(e.into()),
         }
     }

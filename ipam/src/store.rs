@@ -15,9 +15,7 @@ use ipnet::IpNet;
 use tokio::sync::Mutex;
 use trellis_datastore::codec::{self, Versioned};
 use trellis_datastore::resources::ipam::{AllocationAttributes, BlockAffinitySpec, IpamConfigSpec};
-use trellis_datastore::resources::{
-    IpPool, IpamBlock, IpamBlockSpec, IpamConfig, IpamHandle, Node,
-};
+use trellis_datastore::resources::{IpPool, IpamBlock, IpamBlockSpec, IpamConfig, Node};
 use trellis_datastore::{keys, Datastore};
 
 use crate::block;
@@ -25,6 +23,10 @@ use crate::error::{IpamError, Result};
 use crate::plan::{self, BlockSummary, Family};
 use crate::release;
 use crate::txn::{self, HandleState, Lost};
+
+mod specific;
+
+pub use specific::{addresses_of, get_handle};
 
 /// How many lost compare-and-swaps one operation tolerates before reporting contention.
 pub const MAX_ATTEMPTS: u32 = 64;
@@ -79,11 +81,36 @@ pub(crate) async fn read_topology(ds: &dyn Datastore, node: &str) -> Result<Topo
     })
 }
 
+/// One address family's share of a request while it is being filled.
+#[derive(Debug)]
+struct Want<'a> {
+    family: Family,
+    n: usize,
+    attrs: &'a AllocationAttributes,
+    handle: &'a mut HandleState,
+    got: Vec<IpAddr>,
+}
+
+impl Want<'_> {
+    fn missing(&self) -> usize {
+        self.n.saturating_sub(self.got.len())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Cache {
     topology: Option<(Instant, Topology)>,
     /// The node's affine blocks; `None` until first loaded.
     affine: Option<BTreeMap<IpNet, Versioned<IpamBlock>>>,
+}
+
+impl Cache {
+    /// Blocks of `family` the node is known to hold.
+    fn held(&self, family: Family) -> usize {
+        self.affine.as_ref().map_or(0, |a| {
+            a.keys().filter(|c| Family::of_net(c) == family).count()
+        })
+    }
 }
 
 /// IPAM for one node.
@@ -192,22 +219,19 @@ impl NodeIpam {
             if n == 0 {
                 continue;
             }
-            let mut got = Vec::new();
+            let mut want = Want {
+                family,
+                n,
+                attrs: &attrs,
+                handle: &mut handle,
+                got: Vec::new(),
+            };
             let res = self
-                .assign_family(
-                    &mut cache,
-                    &topo,
-                    family,
-                    n,
-                    requested,
-                    &attrs,
-                    &mut handle,
-                    &mut got,
-                )
+                .assign_family(&mut cache, &topo, requested, &mut want)
                 .await;
             match family {
-                Family::V4 => out.v4 = got,
-                Family::V6 => out.v6 = got,
+                Family::V4 => out.v4 = want.got,
+                Family::V6 => out.v6 = want.got,
             }
             if let Err(e) = res {
                 drop(cache);
@@ -224,19 +248,21 @@ impl NodeIpam {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn assign_family(
         &self,
         cache: &mut Cache,
         topo: &Topology,
-        family: Family,
-        n: usize,
         requested: &[String],
-        attrs: &AllocationAttributes,
-        handle: &mut HandleState,
-        got: &mut Vec<IpAddr>,
+        want: &mut Want<'_>,
     ) -> Result<()> {
-        let pools = plan::eligible_pools(&topo.pools, family, &topo.labels, requested, attrs.kind);
+        let family = want.family;
+        let pools = plan::eligible_pools(
+            &topo.pools,
+            family,
+            &topo.labels,
+            requested,
+            want.attrs.kind,
+        );
         if pools.is_empty() {
             let detail = if requested.is_empty() {
                 String::new()
@@ -253,35 +279,31 @@ impl NodeIpam {
             self.load_affine(cache).await?;
         }
         // 1. The node's own blocks.
-        self.fill_from_affine(cache, &pools, n, attrs, handle, got)
-            .await?;
+        self.fill_from_affine(cache, &pools, want).await?;
         // 2. Claim new blocks; re-read affinities first in case another process claimed for us.
         let mut why = String::new();
-        if got.len() < n {
+        if want.missing() > 0 {
             self.load_affine(cache).await?;
-            self.fill_from_affine(cache, &pools, n, attrs, handle, got)
-                .await?;
+            self.fill_from_affine(cache, &pools, want).await?;
         }
-        if got.len() < n {
-            why = self
-                .claim_blocks(cache, topo, family, &pools, n, attrs, handle, got)
-                .await?;
+        if want.missing() > 0 {
+            why = self.claim_blocks(cache, &topo.config, &pools, want).await?;
         }
         // 3. Borrow from other nodes' blocks.
-        if got.len() < n {
+        if want.missing() > 0 {
             if topo.config.strict_affinity {
                 why = format!("{why}; strictAffinity forbids borrowing");
             } else {
-                self.borrow(&pools, n, attrs, handle, got).await?;
+                self.borrow(&topo.config, &pools, want).await?;
                 why = format!("{why}; no other block has a free address");
             }
         }
-        if got.len() < n {
+        if want.missing() > 0 {
             return Err(IpamError::Exhausted {
                 family,
                 node: self.node.clone(),
-                wanted: n,
-                got: got.len(),
+                wanted: want.n,
+                got: want.got.len(),
                 why: why.trim_start_matches("; ").to_string(),
             });
         }
@@ -292,69 +314,59 @@ impl NodeIpam {
         &self,
         cache: &mut Cache,
         pools: &[&IpPool],
-        n: usize,
-        attrs: &AllocationAttributes,
-        handle: &mut HandleState,
-        got: &mut Vec<IpAddr>,
+        want: &mut Want<'_>,
     ) -> Result<()> {
         let mut attempts = 0;
-        while got.len() < n {
+        while want.missing() > 0 {
             let affine = cache.affine.get_or_insert_with(BTreeMap::new);
             let summaries: Vec<BlockSummary> = affine
                 .values()
                 .map(|b| BlockSummary::of(&b.value.spec))
                 .collect();
-            let Some(cidr) = plan::affine_candidates(&self.node, &summaries, pools)
-                .into_iter()
-                .next()
-            else {
+            let candidates = plan::affine_candidates(&self.node, &summaries, pools);
+            let Some(cidr) = candidates.into_iter().next() else {
                 return Ok(());
             };
             let current = affine[&cidr].clone();
-            match self
-                .allocate_in(&current, n - got.len(), attrs, handle)
-                .await?
-            {
-                Ok((ips, updated)) => {
-                    got.extend(ips);
+            match self.allocate_in(&current, want).await? {
+                Ok(updated) => {
                     affine.insert(cidr, updated);
                 }
                 Err(lost) => {
                     attempts += 1;
                     if attempts > MAX_ATTEMPTS {
-                        return Err(IpamError::Contention {
-                            what: format!("allocating in block {cidr}"),
-                            attempts,
-                        });
+                        let what = format!("allocating in block {cidr}");
+                        return Err(IpamError::Contention { what, attempts });
                     }
-                    self.refresh_after(cache, lost, handle).await?;
+                    self.refresh_after(cache, lost, want.handle).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// One CAS transaction taking up to `n` addresses of `current` for the handle.
-    /// `Ok(Err(lost))` when the transaction lost a race.
+    /// One CAS transaction taking what `want` still misses from `current`; returns the block as
+    /// committed, or `Ok(Err(lost))` when the transaction lost a race.
     async fn allocate_in(
         &self,
         current: &Versioned<IpamBlock>,
-        n: usize,
-        attrs: &AllocationAttributes,
-        handle: &mut HandleState,
-    ) -> Result<std::result::Result<(Vec<IpAddr>, Versioned<IpamBlock>), Lost>> {
+        want: &mut Want<'_>,
+    ) -> Result<std::result::Result<Versioned<IpamBlock>, Lost>> {
+        let missing = want.missing();
+        let handle = &mut *want.handle;
         let mut spec = current.value.spec.clone();
-        let ips = block::allocate(&mut spec, n, &handle.spec.handle_id, attrs);
+        let ips = block::allocate(&mut spec, missing, &handle.spec.handle_id, want.attrs);
         let new_handle = handle.with_delta(&spec.cidr, ips.len() as i64);
         let mut ops = vec![txn::update_block(&spec, current.revision)?];
         ops.extend(handle.write(&new_handle)?);
         match self.ds.txn(ops).await {
             Ok(rev) => {
                 handle.committed(new_handle, rev);
+                want.got.extend(ips);
                 let mut updated = current.clone();
                 updated.value.spec = spec;
                 updated.revision = rev;
-                Ok(Ok((ips, updated)))
+                Ok(Ok(updated))
             }
             Err(e) => Ok(Err(txn::lost(e, &handle.key())?)),
         }
@@ -368,14 +380,7 @@ impl NodeIpam {
         handle: &mut HandleState,
     ) -> Result<()> {
         match lost {
-            Lost::Handle => {
-                let stored = codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
-                    self.ds.as_ref(),
-                    &handle.key(),
-                )
-                .await?;
-                *handle = HandleState::from_stored(&handle.spec.handle_id, stored);
-            }
+            Lost::Handle => handle.reload(self.ds.as_ref()).await?,
             Lost::Block(cidr) => {
                 let fresh =
                     codec::get_object::<IpamBlockSpec>(self.ds.as_ref(), &keys::block(&cidr))
@@ -398,18 +403,16 @@ impl NodeIpam {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Claims new blocks for the node and allocates in them; returns why it stopped short, if it
+    /// did.
     async fn claim_blocks(
         &self,
         cache: &mut Cache,
-        topo: &Topology,
-        family: Family,
+        config: &IpamConfigSpec,
         pools: &[&IpPool],
-        n: usize,
-        attrs: &AllocationAttributes,
-        handle: &mut HandleState,
-        got: &mut Vec<IpAddr>,
+        want: &mut Want<'_>,
     ) -> Result<String> {
+        let family = want.family;
         let listing = self.ds.list(keys::IPAM_BLOCKS).await?;
         let mut taken: BTreeSet<IpNet> = listing
             .items
@@ -421,11 +424,9 @@ impl NodeIpam {
             })
             .collect();
         let mut attempts = 0;
-        while got.len() < n {
-            let held = cache.affine.as_ref().map_or(0, |a| {
-                a.keys().filter(|c| Family::of_net(c) == family).count()
-            });
-            if let Err(why) = plan::may_claim(&topo.config, held) {
+        while want.missing() > 0 {
+            let held = cache.held(family);
+            if let Err(why) = plan::may_claim(config, held) {
                 return Ok(why);
             }
             let seed = plan::node_seed(&self.node).wrapping_add(attempts as u64);
@@ -437,39 +438,44 @@ impl NodeIpam {
             };
             // Claim and allocate in one transaction: block, affinity and handle appear together.
             let mut spec = block::new_block(cidr, Some(&self.node));
-            let ips = block::allocate(&mut spec, n - got.len(), &handle.spec.handle_id, attrs);
-            let new_handle = handle.with_delta(&cidr, ips.len() as i64);
+            let ips = block::allocate(
+                &mut spec,
+                want.missing(),
+                &want.handle.spec.handle_id,
+                want.attrs,
+            );
+            let new_handle = want.handle.with_delta(&cidr, ips.len() as i64);
             let mut ops = vec![
                 txn::create_block(&spec)?,
                 txn::create_affinity(&self.node, cidr)?,
             ];
-            ops.extend(handle.write(&new_handle)?);
+            ops.extend(want.handle.write(&new_handle)?);
             match self.ds.txn(ops).await {
                 Ok(rev) => {
-                    handle.committed(new_handle, rev);
-                    got.extend(ips);
+                    want.handle.committed(new_handle, rev);
+                    want.got.extend(ips);
                     let obj = txn::block_object(&spec);
-                    let key = obj.key();
-                    cache.affine.get_or_insert_with(BTreeMap::new).insert(
-                        cidr,
-                        Versioned {
-                            key,
-                            value: obj,
-                            revision: rev,
-                        },
-                    );
+                    let claimed = Versioned {
+                        key: obj.key(),
+                        value: obj,
+                        revision: rev,
+                    };
+                    cache
+                        .affine
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(cidr, claimed);
                     tracing::info!(node = %self.node, block = %cidr, "claimed block");
                 }
                 Err(e) => {
                     attempts += 1;
                     if attempts > MAX_ATTEMPTS {
-                        return Err(IpamError::Contention {
-                            what: format!("claiming a {family} block"),
-                            attempts,
-                        });
+                        let what = format!("claiming a {family} block");
+                        return Err(IpamError::Contention { what, attempts });
                     }
-                    match txn::lost(e, &handle.key())? {
-                        Lost::Handle => self.refresh_after(cache, Lost::Handle, handle).await?,
+                    match txn::lost(e, &want.handle.key())? {
+                        Lost::Handle => {
+                            self.refresh_after(cache, Lost::Handle, want.handle).await?
+                        }
                         // Someone else claimed it (or its stale affinity exists): try another.
                         _ => {
                             taken.insert(cidr);
@@ -481,58 +487,45 @@ impl NodeIpam {
         Ok(String::new())
     }
 
+    /// Allocates from other nodes' blocks (never under strict affinity).
     async fn borrow(
         &self,
+        config: &IpamConfigSpec,
         pools: &[&IpPool],
-        n: usize,
-        attrs: &AllocationAttributes,
-        handle: &mut HandleState,
-        got: &mut Vec<IpAddr>,
+        want: &mut Want<'_>,
     ) -> Result<()> {
         let mut attempts = 0;
-        'rescan: while got.len() < n {
+        'rescan: while want.missing() > 0 {
             let (blocks, _) = codec::list::<IpamBlock>(self.ds.as_ref(), keys::IPAM_BLOCKS).await?;
             let summaries: Vec<BlockSummary> = blocks
                 .iter()
                 .map(|b| BlockSummary::of(&b.value.spec))
                 .collect();
-            let config = IpamConfigSpec::default(); // strict affinity was checked by the caller
-            let candidates = plan::borrow_candidates(&config, &self.node, &summaries, pools);
+            let candidates = plan::borrow_candidates(config, &self.node, &summaries, pools);
             if candidates.is_empty() {
                 return Ok(());
             }
             for cidr in candidates {
-                let current = blocks
-                    .iter()
-                    .find(|b| b.value.spec.cidr == cidr)
-                    .expect("candidate comes from the listing");
-                match self
-                    .allocate_in(current, n - got.len(), attrs, handle)
-                    .await?
-                {
-                    Ok((ips, _)) => {
-                        tracing::info!(node = %self.node, block = %cidr, count = ips.len(), "borrowed addresses");
-                        got.extend(ips);
-                        if got.len() >= n {
+                let Some(current) = blocks.iter().find(|b| b.value.spec.cidr == cidr) else {
+                    continue;
+                };
+                let before = want.got.len();
+                match self.allocate_in(current, want).await? {
+                    Ok(_) => {
+                        let count = want.got.len() - before;
+                        tracing::info!(node = %self.node, block = %cidr, count, "borrowed addresses");
+                        if want.missing() == 0 {
                             return Ok(());
                         }
                     }
                     Err(lost) => {
                         attempts += 1;
                         if attempts > MAX_ATTEMPTS {
-                            return Err(IpamError::Contention {
-                                what: "borrowing an address".into(),
-                                attempts,
-                            });
+                            let what = "borrowing an address".to_string();
+                            return Err(IpamError::Contention { what, attempts });
                         }
                         if lost == Lost::Handle {
-                            let stored = codec::get_object::<
-                                trellis_datastore::resources::IpamHandleSpec,
-                            >(
-                                self.ds.as_ref(), &handle.key()
-                            )
-                            .await?;
-                            *handle = HandleState::from_stored(&handle.spec.handle_id, stored);
+                            want.handle.reload(self.ds.as_ref()).await?;
                         }
                         continue 'rescan;
                     }
@@ -540,105 +533,6 @@ impl NodeIpam {
             }
         }
         Ok(())
-    }
-
-    /// Allocates exactly `ip` (for a pod asking for a fixed address, or an operator reserving one).
-    pub async fn assign_ip(
-        &self,
-        ip: IpAddr,
-        handle_id: &str,
-        attrs: &AllocationAttributes,
-    ) -> Result<()> {
-        let mut cache = self.cache.lock().await;
-        let topo = self.topology(&mut cache).await?;
-        let pool = topo
-            .pools
-            .iter()
-            .find(|p| p.spec.cidr.contains(&ip))
-            .ok_or(IpamError::NotInPool { ip })?;
-        if pool.spec.disabled {
-            return Err(IpamError::PoolDisabled {
-                ip,
-                pool: pool.metadata.name.clone(),
-            });
-        }
-        let cidr = IpNet::new(ip, pool.spec.block_size())
-            .map_err(|e| IpamError::InvalidRequest(e.to_string()))?
-            .trunc();
-        let mut attrs = attrs.clone();
-        attrs.node.get_or_insert_with(|| self.node.clone());
-        attrs.allocated_at.get_or_insert_with(now_secs);
-        let mut handle = HandleState::from_stored(
-            handle_id,
-            codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
-                self.ds.as_ref(),
-                &keys::handle(handle_id),
-            )
-            .await?,
-        );
-        for attempt in 1..=MAX_ATTEMPTS {
-            let stored =
-                codec::get_object::<IpamBlockSpec>(self.ds.as_ref(), &keys::block(&cidr)).await?;
-            let new_handle = handle.with_delta(&cidr, 1);
-            let mut ops = Vec::new();
-            match &stored {
-                Some(b) => {
-                    let mut spec = b.value.spec.clone();
-                    block::assign(&mut spec, ip, handle_id, &attrs)?;
-                    ops.push(txn::update_block(&spec, b.revision)?);
-                }
-                None => {
-                    if cache.affine.is_none() {
-                        self.load_affine(&mut cache).await?;
-                    }
-                    let held = cache.affine.as_ref().map_or(0, |a| {
-                        a.keys()
-                            .filter(|c| Family::of_net(c) == Family::of_addr(&ip))
-                            .count()
-                    });
-                    let affine = plan::may_claim(&topo.config, held).is_ok();
-                    if !affine && topo.config.strict_affinity {
-                        return Err(IpamError::BlockLimit {
-                            block: cidr,
-                            node: self.node.clone(),
-                            held,
-                            max: topo.config.max_blocks_per_host,
-                        });
-                    }
-                    let mut spec = block::new_block(cidr, affine.then_some(self.node.as_str()));
-                    block::assign(&mut spec, ip, handle_id, &attrs)?;
-                    ops.push(txn::create_block(&spec)?);
-                    if affine {
-                        ops.push(txn::create_affinity(&self.node, cidr)?);
-                    }
-                }
-            }
-            ops.extend(handle.write(&new_handle)?);
-            match self.ds.txn(ops).await {
-                Ok(rev) => {
-                    handle.committed(new_handle, rev);
-                    cache.affine = None; // re-read lazily: the block may be ours now
-                    return Ok(());
-                }
-                Err(e) => {
-                    if txn::lost(e, &handle.key())? == Lost::Handle {
-                        handle = HandleState::from_stored(
-                            handle_id,
-                            codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
-                                self.ds.as_ref(),
-                                &keys::handle(handle_id),
-                            )
-                            .await?,
-                        );
-                    }
-                    tracing::debug!(%ip, attempt, "assign lost a race; retrying");
-                }
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("assigning {ip}"),
-            attempts: MAX_ATTEMPTS,
-        })
     }
 
     /// Releases every address of `handle_id`; a missing handle is not an error (DEL is idempotent).
@@ -671,40 +565,4 @@ impl NodeIpam {
             }
         }
     }
-}
-
-/// The handle of a pod interface, shared with the CNI plugin and `ipam check`.
-pub fn pod_handle(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}.{ifname}")
-}
-
-/// Reads a handle (for callers that need to see what a handle holds).
-pub async fn get_handle(
-    ds: &dyn Datastore,
-    handle_id: &str,
-) -> Result<Option<Versioned<IpamHandle>>> {
-    Ok(
-        codec::get_object::<trellis_datastore::resources::IpamHandleSpec>(
-            ds,
-            &keys::handle(handle_id),
-        )
-        .await?,
-    )
-}
-
-/// Addresses currently held by `handle_id`.
-pub async fn addresses_of(ds: &dyn Datastore, handle_id: &str) -> Result<Vec<IpAddr>> {
-    let Some(h) = get_handle(ds, handle_id).await? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for seg in h.value.spec.blocks.keys() {
-        let Some(cidr) = keys::parse_cidr_segment(seg) else {
-            continue;
-        };
-        if let Some(b) = codec::get_object::<IpamBlockSpec>(ds, &keys::block(&cidr)).await? {
-            out.extend(block::addresses_of(&b.value.spec, handle_id));
-        }
-    }
-    Ok(out)
 }

@@ -4,7 +4,7 @@ use ipnet::IpNet;
 use trellis_datastore::codec::{self, Versioned};
 use trellis_datastore::resources::ipam::{BlockAffinitySpec, IpamBlockSpec, IpamHandleSpec};
 use trellis_datastore::resources::{BlockAffinity, IpamBlock, IpamHandle};
-use trellis_datastore::{keys, DatastoreError, ObjectMeta, TxnOp};
+use trellis_datastore::{keys, Datastore, DatastoreError, ObjectMeta, TxnOp};
 
 use crate::error::Result;
 
@@ -117,6 +117,13 @@ impl HandleState {
 
     pub fn key(&self) -> String {
         keys::handle(&self.spec.handle_id)
+    }
+
+    /// Re-reads the handle after a transaction lost on it.
+    pub async fn reload(&mut self, ds: &dyn Datastore) -> Result<()> {
+        let stored = codec::get_object::<IpamHandleSpec>(ds, &self.key()).await?;
+        *self = Self::from_stored(&self.spec.handle_id, stored);
+        Ok(())
     }
 
     /// Adds `n` addresses in `block` (negative to remove) to a copy of the handle.
