@@ -59,44 +59,61 @@ pub async fn release_handle(ds: &dyn Datastore, handle_id: &str) -> Result<Relea
         let Some(handle_rev) = handle.revision else {
             return Ok(ReleaseOutcome::default());
         };
-        let mut ops = Vec::new();
-        let mut out = ReleaseOutcome::default();
-        let mut pending = Vec::new();
+        let mut blocks = Vec::new();
         for seg in handle.spec.blocks.keys() {
             let Some(cidr) = keys::parse_cidr_segment(seg) else {
                 continue;
             };
-            let Some(b) = get_block(ds, &cidr).await? else {
-                continue;
-            };
-            let mut spec = b.value.spec.clone();
-            out.released
-                .extend(block::release_handle(&mut spec, handle_id));
-            let (op, deleted) = write_block(&spec, b.revision)?;
-            ops.push(op);
-            pending.push((cidr, (!deleted).then_some(spec)));
-        }
-        ops.push(TxnOp::Delete {
-            key: handle.key(),
-            expected_revision: Some(handle_rev),
-        });
-        match ds.txn(ops).await {
-            Ok(rev) => {
-                out.blocks = pending
-                    .into_iter()
-                    .map(|(c, s)| (c, s.map(|s| versioned(s, rev))))
-                    .collect();
-                release_emptied(ds, &mut out).await?;
-                return Ok(out);
+            // A block the handle names but that is gone holds nothing of it any more.
+            if let Some(b) = get_block(ds, &cidr).await? {
+                blocks.push(b);
             }
-            Err(e) if e.lost_race() => continue,
-            Err(e) => return Err(e.into()),
+        }
+        if let Some(out) = try_release_handle(ds, handle_id, handle_rev, &blocks).await? {
+            return Ok(out);
         }
     }
     Err(IpamError::Contention {
         what: format!("releasing handle {handle_id}"),
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// One attempt at releasing a handle: a single transaction over `blocks` and the handle as the
+/// caller last saw them. `None` when something changed since (re-read and try again).
+pub(crate) async fn try_release_handle(
+    ds: &dyn Datastore,
+    handle_id: &str,
+    handle_rev: i64,
+    blocks: &[Versioned<IpamBlock>],
+) -> Result<Option<ReleaseOutcome>> {
+    let mut ops = Vec::new();
+    let mut out = ReleaseOutcome::default();
+    let mut pending = Vec::new();
+    for b in blocks {
+        let mut spec = b.value.spec.clone();
+        out.released
+            .extend(block::release_handle(&mut spec, handle_id));
+        let (op, deleted) = write_block(&spec, b.revision)?;
+        ops.push(op);
+        pending.push((spec.cidr, (!deleted).then_some(spec)));
+    }
+    ops.push(TxnOp::Delete {
+        key: keys::handle(handle_id),
+        expected_revision: Some(handle_rev),
+    });
+    match ds.txn(ops).await {
+        Ok(rev) => {
+            out.blocks = pending
+                .into_iter()
+                .map(|(c, s)| (c, s.map(|s| versioned(s, rev))))
+                .collect();
+            release_emptied(ds, &mut out).await?;
+            Ok(Some(out))
+        }
+        Err(e) if e.lost_race() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The block each address belongs to: from the pools' block sizes, or (for an address whose pool

@@ -6,7 +6,7 @@
 //! common ADD is a single transaction on such a block. A lost compare-and-swap re-reads only the
 //! object it lost on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -102,7 +102,13 @@ struct Cache {
     topology: Option<(Instant, Topology)>,
     /// The node's affine blocks; `None` until first loaded.
     affine: Option<BTreeMap<IpNet, Versioned<IpamBlock>>>,
+    /// Handles this node allocated, as committed: lets a release skip re-reading them.
+    handles: HashMap<String, HandleState>,
 }
+
+/// Bound on remembered handles (a node runs a few hundred pods; this only caps a leak of entries
+/// whose release happened elsewhere).
+const MAX_CACHED_HANDLES: usize = 16_384;
 
 impl Cache {
     /// Blocks of `family` the node is known to hold.
@@ -111,6 +117,11 @@ impl Cache {
             a.keys().filter(|c| Family::of_net(c) == family).count()
         })
     }
+}
+
+/// Whether `family` is the last one `req` asks for (after it, the handle is final).
+fn family_is_last(family: Family, req: &AssignRequest) -> bool {
+    family == Family::V6 || req.num_v6 == 0
 }
 
 /// IPAM for one node.
@@ -232,6 +243,12 @@ impl NodeIpam {
             match family {
                 Family::V4 => out.v4 = want.got,
                 Family::V6 => out.v6 = want.got,
+            }
+            if res.is_ok() && family_is_last(family, req) {
+                if cache.handles.len() >= MAX_CACHED_HANDLES {
+                    cache.handles.clear();
+                }
+                cache.handles.insert(req.handle.clone(), handle.clone());
             }
             if let Err(e) = res {
                 drop(cache);
@@ -536,7 +553,18 @@ impl NodeIpam {
     }
 
     /// Releases every address of `handle_id`; a missing handle is not an error (DEL is idempotent).
+    ///
+    /// For a handle this node allocated, whose blocks are all held in memory, this is one
+    /// transaction; otherwise (or if that loses a race) the handle and blocks are re-read first.
     pub async fn release_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>> {
+        if let Some((rev, blocks)) = self.cached_for_release(handle_id).await {
+            if let Some(out) =
+                release::try_release_handle(self.ds.as_ref(), handle_id, rev, &blocks).await?
+            {
+                self.absorb(out.blocks).await;
+                return Ok(out.released);
+            }
+        }
         let out = release::release_handle(self.ds.as_ref(), handle_id).await?;
         self.absorb(out.blocks).await;
         Ok(out.released)
@@ -547,6 +575,23 @@ impl NodeIpam {
         let out = release::release_ips(self.ds.as_ref(), ips).await?;
         self.absorb(out.blocks).await;
         Ok(out.released)
+    }
+
+    /// The handle's revision and its blocks, if this node knows them all.
+    async fn cached_for_release(
+        &self,
+        handle_id: &str,
+    ) -> Option<(i64, Vec<Versioned<IpamBlock>>)> {
+        let mut cache = self.cache.lock().await;
+        let handle = cache.handles.remove(handle_id)?;
+        let affine = cache.affine.as_ref()?;
+        let blocks = handle
+            .spec
+            .blocks
+            .keys()
+            .map(|seg| keys::parse_cidr_segment(seg).and_then(|cidr| affine.get(&cidr).cloned()))
+            .collect::<Option<Vec<_>>>()?;
+        Some((handle.revision?, blocks))
     }
 
     /// Updates cached affine blocks with states a release just committed.

@@ -350,6 +350,27 @@ pub async fn disabled_pool_is_not_used(ds: Arc<dyn Datastore>) {
     assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
 }
 
+pub async fn release_after_someone_else_released(ds: Arc<dyn Datastore>) {
+    put_pool(ds.as_ref(), "p", "10.11.0.0/16", None).await;
+    put_node(ds.as_ref(), "n1").await;
+    let n1 = ipam(&ds, "n1");
+    let a = n1.auto_assign(&v4("a.eth0", 1)).await.unwrap();
+    let b = n1.auto_assign(&v4("b.eth0", 1)).await.unwrap();
+    // An operator (another process) releases a.eth0: n1's remembered revisions are now stale.
+    assert_eq!(
+        ipam(&ds, "ctl").release_handle("a.eth0").await.unwrap(),
+        a.v4
+    );
+    assert!(
+        n1.release_handle("a.eth0").await.unwrap().is_empty(),
+        "nothing left to release"
+    );
+    // b.eth0's block changed under n1 too; its release must still free exactly b's address.
+    assert_eq!(n1.release_handle("b.eth0").await.unwrap(), b.v4);
+    let r = check(ds.as_ref()).await.unwrap();
+    assert!(r.is_clean() && r.allocations == 0, "{r}");
+}
+
 /// Runs every scenario, each on a datastore from `fresh`.
 #[macro_export]
 macro_rules! scenario_tests {
@@ -358,7 +379,8 @@ macro_rules! scenario_tests {
             claims_a_block_then_fills_it, dual_stack_and_ipv6, failed_request_changes_nothing,
             single_address_pool_exhausts, borrows_when_the_pool_has_no_free_block,
             strict_affinity_forbids_borrowing, max_blocks_per_host, assign_specific_ip,
-            empty_extra_blocks_are_released, check_finds_leaks_and_gc_cleans, disabled_pool_is_not_used);
+            empty_extra_blocks_are_released, check_finds_leaks_and_gc_cleans, disabled_pool_is_not_used,
+            release_after_someone_else_released);
     };
     (@each $fresh:path; $($name:ident),*) => {
         $(
