@@ -1,0 +1,7 @@
+//! Shared pieces of the Trellis benchmarks (binaries under `src/bin/`).
+//!
+//! - [`stats`]: latency histograms in microseconds and the wall-clock span of a timed run;
+//! - [`report`]: the printed table and the trellis-over-floor ratios.
+
+pub mod report;
+pub mod stats;
