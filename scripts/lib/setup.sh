@@ -17,7 +17,7 @@ trellis_apt_needs() {
     command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler) # etcd-client's build script
     command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
     command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-    printf '%s\n' "${need[@]}"
+    [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 
 trellis_setup() {
