@@ -2,7 +2,6 @@
 //! Exit status 0 on success, 1 on any error (with a one-line reason on stderr).
 
 mod apply;
-mod connect;
 mod get;
 mod ipam_cmd;
 mod kinds;
@@ -14,8 +13,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::connect::ConnectArgs;
 use crate::get::{Output, Scope};
+use trellis_datastore::cli::ConnectArgs;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -8,6 +8,8 @@
 //! - [`watcher`]: list-then-watch with resume and full resync after compaction;
 //! - [`resources`]: the resource kinds and their validation.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
 pub mod error;
 pub mod etcd;

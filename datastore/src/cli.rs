@@ -1,14 +1,15 @@
-//! Datastore connection flags shared by every subcommand.
+//! Command-line flags for reaching the datastore, shared by `trellisctl` and `trellis-agent`
+//! (feature `cli`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::etcd::{EtcdConfig, EtcdDatastore, EtcdTls};
+use crate::keys::DEFAULT_PREFIX;
+use crate::Datastore;
 use anyhow::Context;
 use clap::Args;
-use trellis_datastore::etcd::{EtcdConfig, EtcdDatastore, EtcdTls};
-use trellis_datastore::keys::DEFAULT_PREFIX;
-use trellis_datastore::Datastore;
 
 #[derive(Debug, Args)]
 pub struct ConnectArgs {

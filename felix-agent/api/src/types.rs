@@ -1,0 +1,131 @@
+//! Messages of the agent API.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Identifies one pod interface: the IPAM handle is derived from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+/// ADD, first half: addresses for a pod interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddRequest {
+    pub attachment: Attachment,
+    pub pod: PodRef,
+    #[serde(default = "yes")]
+    pub assign_ipv4: bool,
+    #[serde(default)]
+    pub assign_ipv6: bool,
+    /// Restrict to these pools (names or CIDRs).
+    #[serde(default)]
+    pub ipv4_pools: Vec<String>,
+    #[serde(default)]
+    pub ipv6_pools: Vec<String>,
+    /// Exact addresses asked for (CNI_ARGS `IP=` or the `ips` capability) instead of automatic
+    /// assignment.
+    #[serde(default)]
+    pub requested: Vec<IpAddr>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddResponse {
+    /// The pod's addresses as host routes (`/32`, `/128`).
+    pub addresses: Vec<IpNet>,
+    /// MTU for the pod's interface: underlay MTU minus encapsulation overhead.
+    pub mtu: u32,
+    /// Name of the node the agent runs on.
+    pub node: String,
+}
+
+/// ADD, second half: the pod is wired; the agent records its WorkloadEndpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRequest {
+    pub attachment: Attachment,
+    pub pod: PodRef,
+    /// Host-side veth.
+    pub host_ifname: String,
+    /// MAC of the container-side interface.
+    pub mac: String,
+    pub addresses: Vec<IpNet>,
+}
+
+/// DEL: release the interface's addresses and forget its endpoint. Idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelRequest {
+    pub attachment: Attachment,
+    /// Known when the runtime passes CNI_ARGS; lets the agent find the endpoint directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelResponse {
+    pub released: Vec<IpAddr>,
+    /// Host veth and addresses of the endpoint that was removed, so the plugin can clean up
+    /// the node side even when the runtime gave no pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+}
+
+/// GC: release every attachment of this node not in `valid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcRequest {
+    pub valid: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcResponse {
+    /// Attachments whose addresses were released.
+    pub released: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    pub ready: bool,
+    /// Why not ready (empty when ready).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub node: String,
+    /// MTU for pod interfaces on this node.
+    #[serde(default)]
+    pub mtu: u32,
+}
+
+/// Body of every failed call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiError {
+    /// The CNI error code the plugin should report (e.g. 11 = try again later).
+    pub code: u32,
+    pub message: String,
+}

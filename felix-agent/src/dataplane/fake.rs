@@ -1,0 +1,130 @@
+//! An in-memory kernel for unit tests of the VXLAN executor: it applies the requests it gets with
+//! the same parsers the real reader uses, and records them.
+
+use async_trait::async_trait;
+use rtnetlink::packet_core::NLM_F_CREATE;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+
+use super::vxlan_apply::VxlanNetlink;
+use super::vxlan_msg::{
+    parse_address, parse_fdb, parse_link, parse_neighbour, parse_route, KernelEntries,
+    ObservedDevice, Request,
+};
+
+#[derive(Debug, Default)]
+pub struct FakeNetlink {
+    pub device: Option<ObservedDevice>,
+    pub entries: KernelEntries,
+    pub sent: Vec<Request>,
+    pub reads: usize,
+    /// Index the next created link gets (then incremented).
+    pub next_index: u32,
+    /// Requests for which this returns true fail with `RequestFailed`.
+    pub fail: Option<fn(&Request) -> bool>,
+}
+
+impl FakeNetlink {
+    pub fn new() -> Self {
+        Self {
+            next_index: 10,
+            ..Self::default()
+        }
+    }
+
+    /// The `what` of every request sent, then forgets them.
+    pub fn take_sent(&mut self) -> Vec<String> {
+        self.sent.drain(..).map(|r| r.what).collect()
+    }
+
+    fn index(&self) -> u32 {
+        self.device.as_ref().map_or(0, |d| d.index)
+    }
+}
+
+#[async_trait]
+impl VxlanNetlink for FakeNetlink {
+    async fn read_device(
+        &mut self,
+        _name: &str,
+    ) -> Result<Option<ObservedDevice>, rtnetlink::Error> {
+        self.reads += 1;
+        Ok(self.device.clone())
+    }
+
+    async fn read_entries(&mut self, index: u32) -> Result<KernelEntries, rtnetlink::Error> {
+        assert_eq!(index, self.index(), "entries read for the wrong link");
+        Ok(self.entries.clone())
+    }
+
+    async fn send(&mut self, request: &Request) -> Result<(), rtnetlink::Error> {
+        self.sent.push(request.clone());
+        if self.fail.is_some_and(|f| f(request)) {
+            return Err(rtnetlink::Error::RequestFailed);
+        }
+        let idx = self.index();
+        match &request.message {
+            RouteNetlinkMessage::NewLink(m) if request.flags & NLM_F_CREATE != 0 => {
+                let mut dev = parse_link(m);
+                dev.index = self.next_index;
+                self.next_index += 1;
+                self.device = Some(dev);
+                self.entries = KernelEntries::default();
+            }
+            RouteNetlinkMessage::NewLink(m) => {
+                let change = parse_link(m);
+                let dev = self.device.as_mut().expect("modify of a missing link");
+                assert_eq!(change.index, dev.index);
+                dev.mtu = change.mtu.or(dev.mtu);
+                if change.mac.is_some() && change.mac != dev.mac {
+                    // As the kernel does on NETDEV_CHANGEADDR, permanent entries included.
+                    self.entries.neighbours.clear();
+                }
+                dev.mac = change.mac.or(dev.mac);
+                dev.up |= change.up;
+            }
+            RouteNetlinkMessage::DelLink(m) => {
+                assert_eq!(m.header.index, idx);
+                self.device = None;
+                self.entries = KernelEntries::default();
+            }
+            RouteNetlinkMessage::NewAddress(m) => {
+                let (_, net) = parse_address(m).expect("an IPv4 address");
+                let dev = self.device.as_mut().expect("address on a missing link");
+                if !dev.addresses.contains(&net) {
+                    dev.addresses.push(net);
+                }
+            }
+            RouteNetlinkMessage::DelAddress(m) => {
+                let (_, net) = parse_address(m).expect("an IPv4 address");
+                let dev = self.device.as_mut().expect("address on a missing link");
+                dev.addresses.retain(|a| *a != net);
+            }
+            RouteNetlinkMessage::NewNeighbour(m) => {
+                if let Some((ip, mac)) = parse_neighbour(m, idx) {
+                    self.entries.neighbours.insert(ip, mac);
+                } else if let Some((mac, dst)) = parse_fdb(m, idx) {
+                    self.entries.fdb.insert(mac, dst);
+                } else {
+                    panic!("neighbour message the reader would not see: {m:?}");
+                }
+            }
+            RouteNetlinkMessage::DelNeighbour(m) => {
+                if let Some((ip, _)) = parse_neighbour(m, idx) {
+                    self.entries.neighbours.remove(&ip);
+                } else if let Some((mac, _)) = parse_fdb(m, idx) {
+                    self.entries.fdb.remove(&mac);
+                }
+            }
+            RouteNetlinkMessage::NewRoute(m) => {
+                let (block, via) = parse_route(m, idx).expect("a route the reader would see");
+                self.entries.routes.insert(block, via);
+            }
+            RouteNetlinkMessage::DelRoute(m) => {
+                let (block, _) = parse_route(m, idx).expect("a route the reader would see");
+                self.entries.routes.remove(&block);
+            }
+            other => panic!("unexpected request {other:?}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! Dataplane managers: each owns one kernel concern and reconciles it against the cluster
+//! (Calico's `Manager` interface in `felix/dataplane/linux`).
+//!
+//! ```text
+//!  datastore watch ──ClusterUpdate──► manager.on_update()        (records intent, sets dirty)
+//!  agent loop (batched, throttled) ──► manager.complete_deferred_work(&handle)   (kernel I/O)
+//!
+//!  VxlanManager: ClusterView ──vxlan::compute_desired──► VxlanDesired
+//!                 ──vxlan_apply::VxlanExecutor (DeltaTrackers + resync)──► rtnetlink
+//! ```
+//!
+//! The agent never flushes: a manager's first pass reads what the kernel has and applies only the
+//! difference, so pods keep their traffic across agent restarts.
+
+pub mod delta;
+#[cfg(test)]
+mod fake;
+pub mod vxlan;
+pub mod vxlan_apply;
+pub mod vxlan_msg;
+
+use ipnet::IpNet;
+use trellis_datastore::resources::{IpPool, Node};
+
+pub use delta::DeltaTracker;
+pub use vxlan::{
+    compute_desired, vtep_mac_for, ClusterView, MacAddr, NotReady, VxlanConfig, VxlanDesired,
+    VxlanDeviceSpec, ROUTE_PROTOCOL, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
+};
+pub use vxlan_apply::{ApplyStats, RtNetlink, VxlanExecutor, VxlanNetlink};
+
+/// A change in the cluster that a dataplane manager may care about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterUpdate {
+    NodeUpdated(Node),
+    /// By node name.
+    NodeDeleted(String),
+    /// Block CIDR and the node it is affine to (`None`: the block lost its node).
+    BlockUpdated(IpNet, Option<String>),
+    BlockDeleted(IpNet),
+    PoolUpdated(IpPool),
+    /// By pool name.
+    PoolDeleted(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("reading {what} from the kernel failed: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{what} failed: {source}")]
+    Write {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error(
+        "{failed} of {attempted} netlink writes failed (the next pass resyncs and retries); \
+         first: {first}"
+    )]
+    Writes {
+        failed: usize,
+        attempted: usize,
+        #[source]
+        first: Box<DataplaneError>,
+    },
+    #[error("{name} still differs from the desired device after recreating it: {reason}")]
+    DeviceMismatch { name: String, reason: String },
+}
+
+/// Programs the VXLAN overlay of this node: the `vxlan.trellis` device, ARP and FDB entries of
+/// the other nodes' VTEPs, and routes to their blocks.
+#[derive(Debug)]
+pub struct VxlanManager {
+    config: VxlanConfig,
+    view: ClusterView,
+    dirty: bool,
+    not_ready: Option<NotReady>,
+    executor: VxlanExecutor,
+    last_stats: ApplyStats,
+}
+
+impl VxlanManager {
+    pub fn new(config: VxlanConfig) -> Self {
+        Self {
+            config,
+            view: ClusterView::default(),
+            dirty: true,
+            not_ready: None,
+            executor: VxlanExecutor::new(),
+            last_stats: ApplyStats::default(),
+        }
+    }
+
+    /// Records a cluster change; no I/O.
+    pub fn on_update(&mut self, update: &ClusterUpdate) {
+        if self.view.apply(update) {
+            self.dirty = true;
+        }
+    }
+
+    /// Makes the next [`Self::complete_deferred_work`] read the kernel again (periodic resync).
+    pub fn request_resync(&mut self) {
+        self.executor.request_resync();
+    }
+
+    /// Whether [`Self::complete_deferred_work`] has anything to do.
+    pub fn has_pending_work(&self) -> bool {
+        self.dirty || (self.not_ready.is_none() && self.executor.has_pending_work())
+    }
+
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// Why the last pass left the kernel alone, if it did.
+    pub fn not_ready(&self) -> Option<&NotReady> {
+        self.not_ready.as_ref()
+    }
+
+    /// What the last [`Self::complete_deferred_work`] did (all zero if it had nothing to do).
+    pub fn last_stats(&self) -> ApplyStats {
+        self.last_stats
+    }
+
+    /// Does the kernel I/O over the rtnetlink connection `handle` (opened in the node's netns).
+    pub async fn complete_deferred_work(
+        &mut self,
+        handle: &rtnetlink::Handle,
+    ) -> Result<(), DataplaneError> {
+        let mut nl = RtNetlink::new(handle.clone());
+        self.complete_deferred_work_with(&mut nl).await
+    }
+
+    /// [`Self::complete_deferred_work`] over any [`VxlanNetlink`].
+    pub async fn complete_deferred_work_with(
+        &mut self,
+        nl: &mut dyn VxlanNetlink,
+    ) -> Result<(), DataplaneError> {
+        if self.dirty {
+            self.dirty = false;
+            match compute_desired(&self.view, &self.config) {
+                Ok(desired) => {
+                    if self.not_ready.take().is_some() {
+                        tracing::info!("VXLAN configuration is complete again");
+                    }
+                    self.executor.set_desired(&desired);
+                }
+                Err(e) => {
+                    if self.not_ready.as_ref() != Some(&e) {
+                        tracing::warn!(reason = %e, "leaving the VXLAN dataplane as it is");
+                    }
+                    self.not_ready = Some(e);
+                }
+            }
+        }
+        if self.not_ready.is_some() || !self.executor.has_pending_work() {
+            self.last_stats = ApplyStats::default();
+            return Ok(());
+        }
+        let result = self.executor.apply(nl).await;
+        self.last_stats = self.executor.last_stats();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use trellis_datastore::meta::ObjectMeta;
+    use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
+    use trellis_datastore::resources::{EncapMode, IpPoolSpec, NodeSpec};
+
+    use super::*;
+    use crate::dataplane::fake::FakeNetlink;
+
+    fn node(name: &str, underlay: &str, vtep: Option<&str>) -> ClusterUpdate {
+        ClusterUpdate::NodeUpdated(Node::new(
+            ObjectMeta::named(name),
+            NodeSpec {
+                addresses: vec![NodeAddress {
+                    address: underlay.parse().unwrap(),
+                    kind: NodeAddressType::InternalIP,
+                }],
+                ipv4_vxlan_tunnel_addr: vtep.map(|v| v.parse().unwrap()),
+                vxlan_tunnel_mac_addr: vtep.map(|_| vtep_mac_for(name)),
+                ..NodeSpec::default()
+            },
+        ))
+    }
+
+    fn pool(mode: EncapMode) -> ClusterUpdate {
+        let mut spec = IpPoolSpec::new("10.244.0.0/16".parse().unwrap());
+        spec.vxlan_mode = mode;
+        ClusterUpdate::PoolUpdated(IpPool::new(ObjectMeta::named("default"), spec))
+    }
+
+    fn manager() -> VxlanManager {
+        VxlanManager::new(VxlanConfig {
+            node_name: "node-1".into(),
+            mtu: 1450,
+            underlay_subnet: None,
+        })
+    }
+
+    #[test]
+    fn on_update_only_records_and_work_happens_in_complete_deferred_work() {
+        let mut m = manager();
+        let mut k = FakeNetlink::new();
+        for u in [
+            node("node-1", "192.0.2.1", Some("10.244.0.1")),
+            node("node-2", "192.0.2.2", Some("10.244.1.1")),
+            pool(EncapMode::Always),
+            ClusterUpdate::BlockUpdated("10.244.1.0/26".parse().unwrap(), Some("node-2".into())),
+        ] {
+            m.on_update(&u);
+        }
+        assert!(k.sent.is_empty() && k.reads == 0, "on_update did I/O");
+        assert!(m.has_pending_work());
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        let sent = k.take_sent();
+        assert_eq!(m.last_stats().writes, 5, "{sent:?}");
+        assert!(!m.has_pending_work());
+
+        // A replayed update (watch resync) is no work at all.
+        m.on_update(&node("node-2", "192.0.2.2", Some("10.244.1.1")));
+        assert!(!m.has_pending_work());
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        assert_eq!(m.last_stats(), ApplyStats::default());
+
+        // Pool to Never: the device goes (no other pool needs it).
+        m.on_update(&pool(EncapMode::Never));
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        assert_eq!(k.take_sent(), vec!["delete link vxlan.trellis (index 10)"]);
+    }
+
+    #[test]
+    fn incomplete_local_node_leaves_the_kernel_alone() {
+        let mut k = FakeNetlink::new();
+        // A device from an earlier run exists; the local node has lost its VTEP in the datastore.
+        let mut first = manager();
+        first.on_update(&node("node-1", "192.0.2.1", Some("10.244.0.1")));
+        first.on_update(&pool(EncapMode::Always));
+        block_on(first.complete_deferred_work_with(&mut k)).unwrap();
+        k.take_sent();
+
+        let mut m = manager();
+        m.on_update(&node("node-1", "192.0.2.1", None));
+        m.on_update(&pool(EncapMode::Always));
+        let reads = k.reads;
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        assert_eq!(m.not_ready(), Some(&NotReady::NoVtep("node-1".into())));
+        assert!(
+            k.sent.is_empty() && k.reads == reads,
+            "touched the kernel while not ready"
+        );
+        assert!(!m.has_pending_work());
+
+        m.on_update(&node("node-1", "192.0.2.1", Some("10.244.0.1")));
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        assert_eq!(m.not_ready(), None);
+        assert!(m.last_stats().resynced);
+        assert!(k.take_sent().is_empty(), "the device was already right");
+    }
+}

@@ -1,0 +1,466 @@
+//! Pure netlink side of the VXLAN manager: what the kernel reports, parsed into plain values
+//! (`parse_*`), the requests that change it, built with rtnetlink's builders (`create_link`,
+//! `add_route`, ...), and the device plan. No I/O here, so all of it is unit-tested without root;
+//! `vxlan_apply` sends the requests.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{AddressMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use super::vxlan::{MacAddr, VxlanDeviceSpec, ROUTE_PROTOCOL, VXLAN_DEVICE};
+
+const NUD_PERMANENT: u16 = 0x80;
+
+// ---------------------------------------------------------------------------------------------
+// What the kernel has.
+
+/// The link named like our device, as the kernel reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedDevice {
+    pub index: u32,
+    pub is_vxlan: bool,
+    pub vni: Option<u32>,
+    pub port: Option<u16>,
+    pub local: Option<Ipv4Addr>,
+    pub learning: Option<bool>,
+    pub mtu: Option<u32>,
+    pub mac: Option<MacAddr>,
+    pub up: bool,
+    /// IPv4 addresses on the link.
+    pub addresses: Vec<Ipv4Net>,
+}
+
+/// Entries on our device that belong to us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelEntries {
+    pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    pub fdb: BTreeMap<MacAddr, Ipv4Addr>,
+    pub routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+}
+
+/// Reads a link message (addresses are filled in separately).
+pub fn parse_link(msg: &LinkMessage) -> ObservedDevice {
+    let mut dev = ObservedDevice {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        ..ObservedDevice::default()
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Mtu(m) => dev.mtu = Some(*m),
+            LinkAttribute::Address(a) => dev.mac = MacAddr::from_slice(a),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(kind) => dev.is_vxlan = *kind == InfoKind::Vxlan,
+                        LinkInfo::Data(InfoData::Vxlan(data)) => {
+                            for d in data {
+                                match d {
+                                    InfoVxlan::Id(v) => dev.vni = Some(*v),
+                                    InfoVxlan::Port(p) => dev.port = Some(*p),
+                                    InfoVxlan::Local(l) => dev.local = Some(*l),
+                                    InfoVxlan::Learning(l) => dev.learning = Some(*l),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    dev
+}
+
+/// The IPv4 address (with prefix) of an address message, and the link it is on.
+pub fn parse_address(msg: &AddressMessage) -> Option<(u32, Ipv4Net)> {
+    if msg.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let pick = |want_local: bool| {
+        msg.attributes.iter().find_map(|a| match (a, want_local) {
+            (AddressAttribute::Local(IpAddr::V4(ip)), true)
+            | (AddressAttribute::Address(IpAddr::V4(ip)), false) => Some(*ip),
+            _ => None,
+        })
+    };
+    let ip = pick(true).or_else(|| pick(false))?;
+    let net = Ipv4Net::new(ip, msg.header.prefix_len).ok()?;
+    Some((msg.header.index, net))
+}
+
+fn is_permanent(state: NeighbourState) -> bool {
+    u16::from(state) & NUD_PERMANENT != 0
+}
+
+/// NDA_DST as IPv4. netlink-packet-route decodes it by the message's family, so in an AF_BRIDGE
+/// (FDB) message an IPv4 remote arrives as 4 raw bytes.
+fn neighbour_dst(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
+}
+
+fn neighbour_lladdr(msg: &NeighbourMessage) -> Option<MacAddr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) => MacAddr::from_slice(l),
+        _ => None,
+    })
+}
+
+/// A permanent IPv4 ARP entry on link `index`: ours. Entries the kernel learnt are left alone.
+pub fn parse_neighbour(msg: &NeighbourMessage, index: u32) -> Option<(Ipv4Addr, MacAddr)> {
+    let h = &msg.header;
+    if h.family != AddressFamily::Inet || h.ifindex != index || !is_permanent(h.state) {
+        return None;
+    }
+    Some((neighbour_dst(msg)?, neighbour_lladdr(msg)?))
+}
+
+/// A permanent FDB entry of the VXLAN device itself (NTF_SELF) with a remote IPv4 destination.
+pub fn parse_fdb(msg: &NeighbourMessage, index: u32) -> Option<(MacAddr, Ipv4Addr)> {
+    let h = &msg.header;
+    if h.family != AddressFamily::Bridge
+        || h.ifindex != index
+        || !is_permanent(h.state)
+        || !h.flags.contains(NeighbourFlags::Own)
+    {
+        return None;
+    }
+    Some((neighbour_lladdr(msg)?, neighbour_dst(msg)?))
+}
+
+/// A route of ours: main table, protocol [`ROUTE_PROTOCOL`], unicast, out of link `index`, with
+/// an IPv4 gateway.
+pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(Ipv4Net, Ipv4Addr)> {
+    let h = &msg.header;
+    let table = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(h.table));
+    if h.address_family != AddressFamily::Inet
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || u8::from(h.protocol) != ROUTE_PROTOCOL
+        || h.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let (mut oif, mut gateway) = (None, None);
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+            _ => {}
+        }
+    }
+    if oif != Some(index) {
+        return None;
+    }
+    let net = Ipv4Net::new(dst, h.destination_prefix_length).ok()?;
+    Some((net, gateway?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// What to send: pure builders.
+
+/// One netlink request, built purely; [`VxlanNetlink::send`] executes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub message: RouteNetlinkMessage,
+    pub flags: u16,
+    /// What the request does, for logs and errors (`add route 10.244.1.0/26 via ...`).
+    pub what: String,
+}
+
+const ADD: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+const ADD_OR_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+const CHANGE_OR_DELETE: u16 = NLM_F_REQUEST | NLM_F_ACK;
+
+impl Request {
+    /// Whether this request deletes something (a "not found" answer then means it is done).
+    pub fn is_delete(&self) -> bool {
+        matches!(
+            self.message,
+            RouteNetlinkMessage::DelLink(_)
+                | RouteNetlinkMessage::DelAddress(_)
+                | RouteNetlinkMessage::DelNeighbour(_)
+                | RouteNetlinkMessage::DelRoute(_)
+        )
+    }
+}
+
+/// `ip link add NAME address MAC mtu MTU up type vxlan id VNI dstport PORT local IP nolearning`
+pub fn link_create_message(d: &VxlanDeviceSpec) -> LinkMessage {
+    LinkVxlan::new(&d.name, d.vni)
+        .port(d.port)
+        .local(d.local)
+        .learning(false)
+        .mtu(d.mtu)
+        .address(d.mac.octets().to_vec())
+        .up()
+        .build()
+}
+
+pub fn create_link(d: &VxlanDeviceSpec) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewLink(link_create_message(d)),
+        flags: ADD,
+        what: format!(
+            "create {} (vni {}, port {}, local {}, mac {}, mtu {})",
+            d.name, d.vni, d.port, d.local, d.mac, d.mtu
+        ),
+    }
+}
+
+/// MTU, MAC and up, changed in place on link `index` (RTM_NEWLINK without NLM_F_CREATE).
+pub fn modify_link(index: u32, d: &VxlanDeviceSpec) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewLink(
+            LinkUnspec::new_with_index(index)
+                .mtu(d.mtu)
+                .address(d.mac.octets().to_vec())
+                .up()
+                .build(),
+        ),
+        flags: CHANGE_OR_DELETE,
+        what: format!("set {} mtu {} address {} up", d.name, d.mtu, d.mac),
+    }
+}
+
+pub fn delete_link(index: u32, name: &str) -> Request {
+    Request {
+        message: RouteNetlinkMessage::DelLink(LinkUnspec::new_with_index(index).build()),
+        flags: CHANGE_OR_DELETE,
+        what: format!("delete link {name} (index {index})"),
+    }
+}
+
+pub fn address_message(index: u32, net: Ipv4Net) -> AddressMessage {
+    AddressMessageBuilder::<Ipv4Addr>::new()
+        .index(index)
+        .address(net.addr(), net.prefix_len())
+        .build()
+}
+
+pub fn add_address(index: u32, net: Ipv4Net, name: &str) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewAddress(address_message(index, net)),
+        flags: ADD_OR_REPLACE,
+        what: format!("add address {net} to {name}"),
+    }
+}
+
+pub fn delete_address(index: u32, net: Ipv4Net, name: &str) -> Request {
+    Request {
+        message: RouteNetlinkMessage::DelAddress(address_message(index, net)),
+        flags: CHANGE_OR_DELETE,
+        what: format!("delete address {net} from {name}"),
+    }
+}
+
+/// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
+pub fn neighbour_message(index: u32, ip: Ipv4Addr, mac: MacAddr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes = vec![
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)),
+        NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()),
+    ];
+    m
+}
+
+pub fn add_neighbour(index: u32, ip: Ipv4Addr, mac: MacAddr) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewNeighbour(neighbour_message(index, ip, mac)),
+        flags: ADD_OR_REPLACE,
+        what: format!("add neighbour {ip} lladdr {mac} dev {VXLAN_DEVICE}"),
+    }
+}
+
+pub fn delete_neighbour(index: u32, ip: Ipv4Addr, mac: MacAddr) -> Request {
+    Request {
+        message: RouteNetlinkMessage::DelNeighbour(neighbour_message(index, ip, mac)),
+        flags: CHANGE_OR_DELETE,
+        what: format!("delete neighbour {ip} dev {VXLAN_DEVICE}"),
+    }
+}
+
+/// `bridge fdb replace MAC dev DEV dst IP self permanent` (AF_BRIDGE, NTF_SELF: the entry goes to
+/// the VXLAN device's own forwarding table, not to a bridge it might be enslaved to).
+pub fn fdb_message(index: u32, mac: MacAddr, dst: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes = vec![
+        NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)),
+    ];
+    m
+}
+
+pub fn add_fdb(index: u32, mac: MacAddr, dst: Ipv4Addr) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewNeighbour(fdb_message(index, mac, dst)),
+        flags: ADD_OR_REPLACE,
+        what: format!("add fdb {mac} dst {dst} dev {VXLAN_DEVICE}"),
+    }
+}
+
+pub fn delete_fdb(index: u32, mac: MacAddr, dst: Ipv4Addr) -> Request {
+    Request {
+        message: RouteNetlinkMessage::DelNeighbour(fdb_message(index, mac, dst)),
+        flags: CHANGE_OR_DELETE,
+        what: format!("delete fdb {mac} dst {dst} dev {VXLAN_DEVICE}"),
+    }
+}
+
+/// `ip route add BLOCK via VTEP dev DEV onlink proto 80` in the main table.
+pub fn route_message(index: u32, block: Ipv4Net, via: Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(block.network(), block.prefix_len())
+        .gateway(via)
+        .output_interface(index)
+        .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+        .onlink()
+        .build()
+}
+
+/// `replace` only for a route we already own: a new route is added with NLM_F_EXCL, so a foreign
+/// route with the same destination makes the add fail instead of being overwritten.
+pub fn add_route(index: u32, block: Ipv4Net, via: Ipv4Addr, replace: bool) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewRoute(route_message(index, block, via)),
+        flags: if replace { ADD_OR_REPLACE } else { ADD },
+        what: format!(
+            "{} route {block} via {via} dev {VXLAN_DEVICE} onlink proto {ROUTE_PROTOCOL}",
+            if replace { "replace" } else { "add" }
+        ),
+    }
+}
+
+/// The message names protocol, device and gateway, so the kernel deletes only our route.
+pub fn delete_route(index: u32, block: Ipv4Net, via: Ipv4Addr) -> Request {
+    Request {
+        message: RouteNetlinkMessage::DelRoute(route_message(index, block, via)),
+        flags: CHANGE_OR_DELETE,
+        what: format!("delete route {block} via {via} dev {VXLAN_DEVICE} proto {ROUTE_PROTOCOL}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device plan: pure.
+
+/// What to do with the device this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceAction {
+    Nothing,
+    Create,
+    /// The link exists with parameters that cannot be changed in place.
+    Recreate {
+        index: u32,
+        reason: String,
+    },
+    Delete {
+        index: u32,
+    },
+    Modify {
+        index: u32,
+        /// MTU, MAC or up differ.
+        link: bool,
+        add_address: Option<Ipv4Net>,
+        remove_addresses: Vec<Ipv4Net>,
+    },
+}
+
+/// Why an existing link cannot serve as the device (VNI, port, local address and learning are
+/// fixed at creation, as Calico treats them), or `None`.
+pub fn recreate_reason(d: &VxlanDeviceSpec, o: &ObservedDevice) -> Option<String> {
+    if !o.is_vxlan {
+        return Some("it is not a VXLAN link".into());
+    }
+    if o.vni != Some(d.vni) {
+        return Some(format!("VNI is {:?}, want {}", o.vni, d.vni));
+    }
+    if o.port != Some(d.port) {
+        return Some(format!("port is {:?}, want {}", o.port, d.port));
+    }
+    if o.local != Some(d.local) {
+        return Some(format!("local is {:?}, want {}", o.local, d.local));
+    }
+    if o.learning == Some(true) {
+        return Some("learning is on".into());
+    }
+    None
+}
+
+pub fn plan_device(
+    desired: Option<&VxlanDeviceSpec>,
+    observed: Option<&ObservedDevice>,
+) -> DeviceAction {
+    match (desired, observed) {
+        (None, None) => DeviceAction::Nothing,
+        (None, Some(o)) => DeviceAction::Delete { index: o.index },
+        (Some(_), None) => DeviceAction::Create,
+        (Some(d), Some(o)) => {
+            if let Some(reason) = recreate_reason(d, o) {
+                return DeviceAction::Recreate {
+                    index: o.index,
+                    reason,
+                };
+            }
+            let want = Ipv4Net::from(d.address);
+            let link = o.mtu != Some(d.mtu) || o.mac != Some(d.mac) || !o.up;
+            let add_address = (!o.addresses.contains(&want)).then_some(want);
+            let remove_addresses: Vec<Ipv4Net> = o
+                .addresses
+                .iter()
+                .filter(|a| **a != want)
+                .copied()
+                .collect();
+            if !link && add_address.is_none() && remove_addresses.is_empty() {
+                DeviceAction::Nothing
+            } else {
+                DeviceAction::Modify {
+                    index: o.index,
+                    link,
+                    add_address,
+                    remove_addresses,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "vxlan_msg_tests.rs"]
+mod tests;

@@ -1,0 +1,15 @@
+//! trellis-agent: the node daemon. It owns the node's IPAM and endpoints and serves the CNI
+//! plugin over a Unix socket.
+//!
+//! ```text
+//!  trellis (CNI) --HTTP/unix--> api::router --> endpoints::Endpoints --> NodeIpam --> etcd
+//!                                                      \--> WorkloadEndpoints --------> etcd
+//! ```
+
+pub mod api;
+pub mod autodetect;
+pub mod dataplane;
+pub mod endpoints;
+pub mod health;
+pub mod metrics;
+pub mod register;

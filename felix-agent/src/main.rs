@@ -1,0 +1,144 @@
+//! `trellis-agent`: registers the node, then serves the CNI plugin until SIGTERM/SIGINT.
+
+use std::future::IntoFuture;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use trellis_agent::api;
+use trellis_agent::autodetect::{self, Encapsulation, Family, Method};
+use trellis_agent::endpoints::Endpoints;
+use trellis_agent::health;
+use trellis_agent::metrics::Metrics;
+use trellis_agent::register::register_node;
+use trellis_datastore::cli::ConnectArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "trellis-agent", version, about = "Trellis node agent")]
+struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Name of this node (defaults to the host name).
+    #[arg(long, env = "NODENAME")]
+    node_name: Option<String>,
+    /// The node's underlay address, as other nodes reach it (skips autodetection).
+    #[arg(long, env = "TRELLIS_NODE_IP")]
+    node_ip: Option<IpAddr>,
+    /// How to find the node's address when --node-ip is not given (Calico's methods:
+    /// first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR).
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip_autodetection_method: Method,
+    /// Where the CNI plugin reaches the agent.
+    #[arg(long, env = "TRELLIS_AGENT_SOCKET", default_value = trellis_agent_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// MTU of pod interfaces; by default the underlay interface's MTU minus the VXLAN overhead.
+    #[arg(long, env = "TRELLIS_MTU")]
+    mtu: Option<u32>,
+    /// Address for /livez and /readyz.
+    #[arg(long, env = "TRELLIS_HEALTH_HOST", default_value = "127.0.0.1")]
+    health_host: IpAddr,
+    #[arg(long, env = "TRELLIS_HEALTH_PORT", default_value_t = 9099)]
+    health_port: u16,
+    /// Address for Prometheus /metrics.
+    #[arg(long, env = "TRELLIS_METRICS_HOST", default_value = "127.0.0.1")]
+    metrics_host: IpAddr,
+    /// 0 disables /metrics.
+    #[arg(long, env = "TRELLIS_METRICS_PORT", default_value_t = 9091)]
+    metrics_port: u16,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn hostname() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name")?
+        .trim()
+        .to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+        .unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let node = match args.node_name {
+        Some(n) => n,
+        None => hostname()?,
+    };
+    // With both the address and the MTU given there is nothing to look up in the kernel.
+    let (address, mtu) = match (args.node_ip, args.mtu) {
+        (Some(ip), Some(mtu)) => (ip, mtu),
+        (explicit, mtu) => {
+            let method = match explicit {
+                Some(ip) => Method::Explicit {
+                    address: ip,
+                    prefix_len: None,
+                },
+                None => args.ip_autodetection_method.clone(),
+            };
+            let detected = autodetect::detect(&method, Family::V4)
+                .await
+                .with_context(|| format!("finding this node's IPv4 address ({method})"))?;
+            let mtu = match mtu {
+                Some(m) => m,
+                None => autodetect::pod_mtu(detected.mtu, Encapsulation::VxlanV4, None)
+                    .with_context(|| {
+                        format!("pod MTU from {} (MTU {})", detected.interface, detected.mtu)
+                    })?,
+            };
+            tracing::info!(address = %detected.address, interface = %detected.interface, "detected node address");
+            (detected.address.addr(), mtu)
+        }
+    };
+    tracing::info!(%address, mtu, "node address and pod MTU");
+    let ds = args.connect.connect().await?;
+    register_node(ds.as_ref(), &node, Some(address))
+        .await
+        .with_context(|| format!("registering node {node}"))?;
+    let endpoints = Arc::new(Endpoints::new(ds, node.clone(), mtu));
+    let metrics = Arc::new(Metrics::default());
+    let health_addr = SocketAddr::new(args.health_host, args.health_port);
+    let health = tokio::net::TcpListener::bind(health_addr)
+        .await
+        .with_context(|| format!("binding health on {health_addr}"))?;
+    let health_task =
+        tokio::spawn(axum::serve(health, health::health_router(endpoints.clone())).into_future());
+    let metrics_task = if args.metrics_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(args.metrics_host, args.metrics_port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics on {addr}"))?;
+        Some(tokio::spawn(
+            axum::serve(l, health::metrics_router(metrics.clone())).into_future(),
+        ))
+    };
+    let state = api::AppState { endpoints, metrics };
+    let listener =
+        api::bind(&args.socket).with_context(|| format!("binding {}", args.socket.display()))?;
+    tracing::info!(%node, socket = %args.socket.display(), "serving the CNI plugin");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        res = api::serve(listener, state) => res.context("agent API")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        _ = term.recv() => tracing::info!("terminated"),
+    }
+    health_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    // The dataplane is left as it is: a restart must not disturb running pods.
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Prometheus metrics of the agent (served at `/metrics`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Op {
+    Add,
+    Endpoint,
+    Del,
+    Gc,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Ok,
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub op: Op,
+    pub result: Outcome,
+}
+
+/// Every metric the agent exports, and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Agent API requests by operation and result.
+    pub requests: Family<ResultLabels, Counter>,
+    /// Time to serve each API request, by operation (the agent's share of a CNI ADD or DEL).
+    pub latency: Family<OpLabels, Histogram>,
+    /// Addresses handed out / released by this node's IPAM.
+    pub addresses_allocated: Counter,
+    pub addresses_released: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3 s: an ADD's agent share is ~1 ms on a held block, more when claiming.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("trellis");
+        let requests = Family::<ResultLabels, Counter>::default();
+        let latency = Family::<OpLabels, Histogram>::new_with_constructor(latency_histogram);
+        let addresses_allocated = Counter::default();
+        let addresses_released = Counter::default();
+        registry.register(
+            "agent_requests",
+            "Agent API requests by operation and result",
+            requests.clone(),
+        );
+        registry.register(
+            "agent_request_duration_seconds",
+            "Time the agent took to serve an API request, by operation",
+            latency.clone(),
+        );
+        registry.register(
+            "ipam_addresses_allocated",
+            "Pod addresses allocated by this node",
+            addresses_allocated.clone(),
+        );
+        registry.register(
+            "ipam_addresses_released",
+            "Pod addresses released by this node",
+            addresses_released.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            addresses_allocated,
+            addresses_released,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one API request.
+    pub fn observe(&self, op: Op, ok: bool, took: Duration) {
+        let result = if ok { Outcome::Ok } else { Outcome::Error };
+        self.requests
+            .get_or_create(&ResultLabels { op, result })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_requests_latency_and_addresses() {
+        let m = Metrics::default();
+        m.observe(Op::Add, true, Duration::from_micros(900));
+        m.observe(Op::Add, false, Duration::from_millis(3));
+        m.addresses_allocated.inc_by(2);
+        let text = m.render();
+        assert!(
+            text.contains("trellis_agent_requests_total{op=\"Add\",result=\"Ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_agent_requests_total{op=\"Add\",result=\"Error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_agent_request_duration_seconds_count{op=\"Add\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_ipam_addresses_allocated_total 2"),
+            "{text}"
+        );
+    }
+}
