@@ -17,6 +17,8 @@ trellis_apt_needs() {
     command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler) # etcd-client's build script
     command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
     command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+    command -v ip >/dev/null 2>&1 || need+=(iproute2)     # tests build namespaces and veths
+    command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 
