@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use std::time::Duration;
+
 use trellis_agent::api;
 use trellis_agent::autodetect::{self, Encapsulation, Family, Method};
+use trellis_agent::dataplane::{self, run::DataplaneConfig, RtNetlink, VxlanConfig};
 use trellis_agent::endpoints::Endpoints;
 use trellis_agent::health;
 use trellis_agent::metrics::Metrics;
@@ -47,6 +50,13 @@ struct Args {
     /// 0 disables /metrics.
     #[arg(long, env = "TRELLIS_METRICS_PORT", default_value_t = 9091)]
     metrics_port: u16,
+    /// Leave the kernel alone (serve the CNI and the datastore only): for running an agent
+    /// outside a node's network namespace, e.g. in tests.
+    #[arg(long, env = "TRELLIS_NO_DATAPLANE")]
+    no_dataplane: bool,
+    /// Seconds between full re-reads of the kernel state the agent owns.
+    #[arg(long, default_value_t = 90)]
+    resync_seconds: u64,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -77,8 +87,8 @@ async fn main() -> anyhow::Result<()> {
         None => hostname()?,
     };
     // With both the address and the MTU given there is nothing to look up in the kernel.
-    let (address, mtu) = match (args.node_ip, args.mtu) {
-        (Some(ip), Some(mtu)) => (ip, mtu),
+    let (address, mtu, subnet) = match (args.node_ip, args.mtu) {
+        (Some(ip), Some(mtu)) => (ip, mtu, None),
         (explicit, mtu) => {
             let method = match explicit {
                 Some(ip) => Method::Explicit {
@@ -98,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
                     })?,
             };
             tracing::info!(address = %detected.address, interface = %detected.interface, "detected node address");
-            (detected.address.addr(), mtu)
+            (detected.address.addr(), mtu, Some(detected.address.trunc()))
         }
     };
     tracing::info!(%address, mtu, "node address and pod MTU");
@@ -106,6 +116,25 @@ async fn main() -> anyhow::Result<()> {
     register_node(ds.as_ref(), &node, Some(address))
         .await
         .with_context(|| format!("registering node {node}"))?;
+    let dataplane_task = if args.no_dataplane {
+        None
+    } else {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        tokio::spawn(conn);
+        let config = DataplaneConfig {
+            vxlan: VxlanConfig {
+                node_name: node.clone(),
+                mtu,
+                underlay_subnet: subnet,
+            },
+            resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
+        };
+        let ds = ds.clone();
+        Some(tokio::spawn(async move {
+            let mut nl = RtNetlink::new(handle);
+            dataplane::run::run(ds, config, &mut nl).await;
+        }))
+    };
     let endpoints = Arc::new(Endpoints::new(ds, node.clone(), mtu));
     let metrics = Arc::new(Metrics::default());
     let health_addr = SocketAddr::new(args.health_host, args.health_port);
@@ -136,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("terminated"),
     }
     health_task.abort();
+    if let Some(t) = dataplane_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -15,6 +15,9 @@
 pub mod delta;
 #[cfg(test)]
 mod fake;
+pub mod run;
+pub mod syncer;
+pub mod vtep;
 pub mod vxlan;
 pub mod vxlan_apply;
 pub mod vxlan_msg;

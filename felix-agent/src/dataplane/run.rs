@@ -1,0 +1,174 @@
+//! The dataplane loop: datastore watches -> [`Syncer`] -> [`VxlanManager`] -> kernel.
+//!
+//! ```text
+//!  Watcher(nodes/) ----\
+//!  Watcher(ipam/blocks/)-+--> Syncer --ClusterUpdate--> VxlanManager --complete_deferred_work--> netlink
+//!  Watcher(ippools/) --/          \--pool changed--> ensure_vtep (IPAM + Node)
+//!  resync timer ------------------------------------> request_resync
+//! ```
+//! Nothing is applied until every prefix has delivered its first snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{select_all, StreamExt};
+use trellis_datastore::watcher::Watcher;
+use trellis_datastore::Datastore;
+use trellis_ipam::NodeIpam;
+
+use super::syncer::{Syncer, PREFIXES};
+use super::vtep::ensure_vtep;
+use super::{ClusterUpdate, VxlanConfig, VxlanManager, VxlanNetlink};
+
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub vxlan: VxlanConfig,
+    /// How often the kernel is re-read and repaired even without changes (Calico: 90 s).
+    pub resync_interval: Duration,
+}
+
+/// Runs until the datastore watches end (they retry outages themselves) or the future is
+/// dropped.
+pub async fn run(ds: Arc<dyn Datastore>, config: DataplaneConfig, nl: &mut dyn VxlanNetlink) {
+    let node = config.vxlan.node_name.clone();
+    let ipam = NodeIpam::new(ds.clone(), node.clone());
+    let mut events = select_all(PREFIXES.map(|p| {
+        Watcher::new(ds.clone(), p)
+            .into_stream()
+            .map(move |e| (p, e))
+            .boxed()
+    }));
+    let mut syncer = Syncer::default();
+    let mut manager = VxlanManager::new(config.vxlan);
+    let mut resync = tokio::time::interval(config.resync_interval);
+    resync.tick().await;
+    let mut pools_changed = true;
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some((prefix, Ok(ev))) => {
+                    for u in syncer.on_event(prefix, ev) {
+                        pools_changed |= matches!(u, ClusterUpdate::PoolUpdated(_) | ClusterUpdate::PoolDeleted(_));
+                        manager.on_update(&u);
+                    }
+                }
+                Some((prefix, Err(e))) => tracing::warn!(%prefix, error = %e, "watch"),
+                None => return,
+            },
+            _ = resync.tick() => manager.request_resync(),
+        }
+        if !syncer.in_sync() {
+            continue;
+        }
+        if pools_changed {
+            pools_changed = false;
+            if let Err(e) = ensure_vtep(ds.as_ref(), &ipam, &node).await {
+                tracing::warn!(error = %e, "VXLAN tunnel endpoint");
+                pools_changed = true; // retried on the next event or resync
+            }
+        }
+        if manager.has_pending_work() {
+            if let Err(e) = manager.complete_deferred_work_with(nl).await {
+                tracing::warn!(error = %e, "programming VXLAN; retrying on the next pass");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::fake::FakeNetlink;
+    use trellis_datastore::codec;
+    use trellis_datastore::memory::MemoryDatastore;
+    use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
+    use trellis_datastore::resources::{EncapMode, IpPool, IpPoolSpec, Node, NodeSpec};
+    use trellis_datastore::ObjectMeta;
+
+    async fn put<T: serde::Serialize>(ds: &dyn Datastore, key: &str, obj: &T) {
+        ds.put(key, serde_json::to_vec(obj).unwrap()).await.unwrap();
+    }
+
+    fn node(name: &str, ip: &str) -> Node {
+        let spec = NodeSpec {
+            addresses: vec![NodeAddress {
+                address: ip.parse().unwrap(),
+                kind: NodeAddressType::TrellisNodeIP,
+            }],
+            ..Default::default()
+        };
+        Node::new(ObjectMeta::named(name), spec)
+    }
+
+    #[tokio::test]
+    async fn programs_remote_blocks_and_records_its_own_vtep() {
+        let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
+        let mut pool = IpPool::new(
+            ObjectMeta::named("p"),
+            IpPoolSpec::new("10.244.0.0/16".parse().unwrap()),
+        );
+        pool.spec.vxlan_mode = EncapMode::Always;
+        put(ds.as_ref(), "ippools/p", &pool).await;
+        for (n, ip) in [("node-1", "172.30.0.1"), ("node-2", "172.30.0.2")] {
+            put(ds.as_ref(), &format!("nodes/{n}"), &node(n, ip)).await;
+        }
+        // node-2's agent has done its part: it holds a block and recorded its VTEP.
+        let remote = NodeIpam::new(ds.clone(), "node-2");
+        let vtep2 = ensure_vtep(ds.as_ref(), &remote, "node-2")
+            .await
+            .unwrap()
+            .unwrap();
+        let config = DataplaneConfig {
+            vxlan: VxlanConfig {
+                node_name: "node-1".into(),
+                mtu: 1450,
+                underlay_subnet: None,
+            },
+            resync_interval: Duration::from_secs(90),
+        };
+        let mut fake = FakeNetlink::new();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(300),
+            run(ds.clone(), config, &mut fake),
+        )
+        .await;
+        let block2 = codec::list::<
+            trellis_datastore::Object<trellis_datastore::resources::IpamBlockSpec>,
+        >(ds.as_ref(), "ipam/blocks/")
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .find(|b| b.value.spec.affine_node() == Some("node-2"))
+        .unwrap()
+        .value
+        .spec
+        .cidr;
+        let ipnet::IpNet::V4(block2) = block2 else {
+            panic!("{block2} is an IPv4 block")
+        };
+        assert_eq!(
+            fake.entries.routes.get(&block2),
+            Some(&vtep2),
+            "route to node-2's block via its VTEP: {:?}",
+            fake.entries
+        );
+        let own = codec::get_object::<NodeSpec>(ds.as_ref(), "nodes/node-1")
+            .await
+            .unwrap()
+            .unwrap();
+        let vtep1 = own
+            .value
+            .spec
+            .ipv4_vxlan_tunnel_addr
+            .expect("node-1 recorded its VTEP");
+        assert_eq!(
+            own.value.spec.vxlan_tunnel_mac_addr,
+            Some(crate::dataplane::vxlan::vtep_mac_for("node-1").to_string())
+        );
+        assert_ne!(vtep1, vtep2);
+        assert!(fake.device.is_some(), "vxlan.trellis created");
+        let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+}
