@@ -1,0 +1,242 @@
+//! `trellis-lab`: a Trellis cluster in a box. Nodes and pods are network namespaces on this
+//! machine, connected through an underlay namespace that also runs etcd. Nothing outside the
+//! lab's own namespaces (`tl-NAME-*`) is touched.
+
+mod cluster;
+mod pods;
+mod sh;
+mod state;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::state::LabState;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trellis-lab",
+    version,
+    about = "A Trellis cluster in network namespaces"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create a lab: underlay, etcd, NODES nodes each running trellis-agent, default pools.
+    Up {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// An IPv6 pool too: every pod gets one address of each family.
+        #[arg(long)]
+        dual_stack: bool,
+        /// Where trellis, trellis-agent and trellisctl are (default: next to trellis-lab).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Tear a lab down.
+    Down { name: String },
+    /// Remove the leftovers of every lab (after a crash).
+    Cleanup,
+    /// Nodes, pods and the datastore endpoint.
+    Status { name: String },
+    /// Pods.
+    Pod {
+        #[command(subcommand)]
+        command: PodCmd,
+    },
+    /// Nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+    /// Run trellisctl against the lab's datastore: `trellis-lab ctl NAME -- get ippools`.
+    Ctl {
+        name: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCmd {
+    /// Create NS/POD on NODE and wire it with the trellis CNI plugin.
+    Add {
+        name: String,
+        node: String,
+        pod: String,
+        /// k=v,k=v
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+    Del {
+        name: String,
+        pod: String,
+    },
+    /// Run a command in a pod: `trellis-lab pod exec NAME NS/POD -- ping -c1 10.244.1.2`.
+    Exec {
+        name: String,
+        pod: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Kill the node's agent (--hard: SIGKILL, as a crash) and start it again.
+    Restart {
+        name: String,
+        node: String,
+        #[arg(long)]
+        hard: bool,
+    },
+    Exec {
+        name: String,
+        node: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+fn exec_in(netns: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    let status = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(cmd)
+        .status()
+        .context("running ip netns exec")?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Up {
+            name,
+            nodes,
+            dual_stack,
+            bin_dir,
+        } => {
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("locating trellis-lab")?
+                    .to_path_buf(),
+            };
+            let args = cluster::UpArgs {
+                name: name.clone(),
+                nodes,
+                dual_stack,
+                bin_dir,
+            };
+            match cluster::up(&args) {
+                Ok(lab) => print!("{}", status(&lab)),
+                Err(e) => {
+                    // Leave nothing half-built behind.
+                    if let Ok(lab) = LabState::load(&name) {
+                        let _ = cluster::down(&lab);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Cmd::Down { name } => cluster::down(&LabState::load(&name)?)?,
+        Cmd::Cleanup => println!("removed {} namespaces", cluster::cleanup()?),
+        Cmd::Status { name } => print!("{}", status(&LabState::load(&name)?)),
+        Cmd::Pod { command } => match command {
+            PodCmd::Add {
+                name,
+                node,
+                pod,
+                labels,
+            } => {
+                let mut lab = LabState::load(&name)?;
+                let labels = labels
+                    .iter()
+                    .map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| anyhow::anyhow!("label {kv:?} is not k=v"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let p = pods::add(&mut lab, &node, &pod, labels)?;
+                println!(
+                    "{}/{} on {}: {}",
+                    p.namespace,
+                    p.name,
+                    p.node,
+                    p.ips.join(" ")
+                );
+            }
+            PodCmd::Del { name, pod } => pods::del(&mut LabState::load(&name)?, &pod)?,
+            PodCmd::Exec { name, pod, cmd } => {
+                return exec_in(&pods::netns_of(&LabState::load(&name)?, &pod)?, &cmd)
+            }
+        },
+        Cmd::Node {
+            command: NodeCmd::Restart { name, node, hard },
+        } => {
+            cluster::restart_agent(&mut LabState::load(&name)?, &node, hard)?;
+        }
+        Cmd::Node {
+            command: NodeCmd::Exec { name, node, cmd },
+        } => {
+            let lab = LabState::load(&name)?;
+            return exec_in(&lab.node(&node)?.netns, &cmd);
+        }
+        Cmd::Ctl { name, args } => {
+            let lab = LabState::load(&name)?;
+            let ctl = cluster::binary(&lab.bin_dir, "trellisctl")?;
+            let mut cmd = vec![
+                ctl.display().to_string(),
+                "--etcd-endpoints".into(),
+                "http://127.0.0.1:2379".into(),
+            ];
+            cmd.extend(args);
+            return exec_in(&lab.underlay_netns, &cmd);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(lab: &LabState) -> String {
+    let mut out = format!(
+        "lab {}: datastore {} (from the lab's namespaces)\n",
+        lab.name, lab.etcd_endpoint
+    );
+    for n in &lab.nodes {
+        out.push_str(&format!(
+            "node {:<8} {:<12} netns {}\n",
+            n.name, n.ip, n.netns
+        ));
+    }
+    for p in &lab.pods {
+        out.push_str(&format!(
+            "pod  {}/{} on {}: {}\n",
+            p.namespace,
+            p.name,
+            p.node,
+            p.ips.join(" ")
+        ));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trellis-lab: {}", format!("{e:#}").replace('\n', "\n  "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Pods: a network namespace each, wired by invoking the real `trellis` CNI binary inside the
+//! node's namespace with the environment and stdin a container runtime would give it.
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use crate::cluster::binary;
+use crate::sh;
+use crate::state::{LabState, PodState, NETNS_PREFIX};
+
+fn pod_netns(lab: &str, ns: &str, pod: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}-p-{ns}-{pod}")
+}
+
+fn container_id(ns: &str, pod: &str) -> String {
+    format!("lab-{ns}-{pod}")
+}
+
+/// Runs the CNI plugin for `command` on `pod` in its node.
+fn cni(lab: &LabState, pod: &PodState, command: &str) -> anyhow::Result<serde_json::Value> {
+    let node = lab.node(&pod.node)?;
+    let plugin = binary(&lab.bin_dir, "trellis")?;
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "trellis-lab", "type": "trellis",
+        "ipam": {"type": "trellis-ipam", "assign_ipv6": lab.dual_stack},
+        "agent_socket": node.socket,
+    });
+    let env = [
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", pod.container_id.clone()),
+        ("CNI_NETNS", format!("/run/netns/{}", pod.netns)),
+        ("CNI_IFNAME", "eth0".to_string()),
+        (
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                pod.namespace, pod.name
+            ),
+        ),
+        ("CNI_PATH", lab.bin_dir.display().to_string()),
+    ];
+    let (ok, out, err) = sh::in_netns(
+        &node.netns,
+        &plugin.display().to_string(),
+        &[],
+        &env,
+        &conf.to_string(),
+    )?;
+    if !ok {
+        bail!(
+            "trellis {command} for {}/{} on {}: {}{}",
+            pod.namespace,
+            pod.name,
+            pod.node,
+            out.trim(),
+            err.trim()
+        );
+    }
+    if out.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&out).with_context(|| format!("trellis {command} printed {out:?}"))
+}
+
+fn split(pod: &str) -> anyhow::Result<(&str, &str)> {
+    pod.split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("pod must be NAMESPACE/NAME, got {pod:?}"))
+}
+
+pub fn add(
+    lab: &mut LabState,
+    node: &str,
+    pod: &str,
+    labels: Vec<(String, String)>,
+) -> anyhow::Result<PodState> {
+    let (ns, name) = split(pod)?;
+    lab.node(node)?;
+    if lab.pod(ns, name).is_ok() {
+        bail!("pod {pod} already exists in lab {}", lab.name);
+    }
+    let netns = pod_netns(&lab.name, ns, name);
+    sh::run("ip", &["netns", "add", &netns])?;
+    sh::ip(&netns, &["link", "set", "lo", "up"])?;
+    let mut p = PodState {
+        namespace: ns.into(),
+        name: name.into(),
+        node: node.into(),
+        netns: netns.clone(),
+        container_id: container_id(ns, name),
+        ips: Vec::new(),
+        labels,
+    };
+    match cni(lab, &p, "ADD") {
+        Ok(result) => {
+            p.ips = result["ips"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|ip| ip["address"].as_str())
+                        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        Err(e) => {
+            let _ = sh::run("ip", &["netns", "del", &netns]);
+            return Err(e);
+        }
+    }
+    lab.pods.push(p.clone());
+    lab.save()?;
+    Ok(p)
+}
+
+pub fn del(lab: &mut LabState, pod: &str) -> anyhow::Result<()> {
+    let (ns, name) = split(pod)?;
+    let p = lab.pod(ns, name)?.clone();
+    cni(lab, &p, "DEL")?;
+    sh::run("ip", &["netns", "del", &p.netns])?;
+    lab.pods.retain(|x| !(x.namespace == ns && x.name == name));
+    lab.save()
+}
+
+pub fn netns_of(lab: &LabState, pod: &str) -> anyhow::Result<String> {
+    let (ns, name) = split(pod)?;
+    Ok(lab.pod(ns, name)?.netns.clone())
+}

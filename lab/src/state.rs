@@ -1,0 +1,87 @@
+//! What a lab is made of, kept in `/run/trellis-lab/NAME/state.json` so every command (and
+//! `down` after a crash of the command that ran `up`) finds it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+pub const RUN_DIR: &str = "/run/trellis-lab";
+/// Every namespace of every lab starts with this; `cleanup` removes them all.
+pub const NETNS_PREFIX: &str = "tl-";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    pub netns: String,
+    pub ip: String,
+    pub agent_pid: u32,
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodState {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub container_id: String,
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub name: String,
+    pub underlay_netns: String,
+    pub etcd_pid: u32,
+    /// As reached from inside the lab's namespaces.
+    pub etcd_endpoint: String,
+    pub dual_stack: bool,
+    pub nodes: Vec<NodeState>,
+    pub pods: Vec<PodState>,
+    /// Where trellis, trellis-agent and trellisctl are.
+    pub bin_dir: PathBuf,
+}
+
+pub fn dir(name: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(name)
+}
+
+impl LabState {
+    pub fn load(name: &str) -> anyhow::Result<LabState> {
+        let path = dir(name).join("state.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("no lab {name:?} ({} unreadable)", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a lab state", path.display()))
+    }
+
+    pub fn save(&self) -> anyhow::Result<()> {
+        let d = dir(&self.name);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        let tmp = d.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, d.join("state.json"))?;
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> anyhow::Result<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            anyhow::anyhow!(
+                "lab {} has no node {name:?} (nodes: {})",
+                self.name,
+                names.join(", ")
+            )
+        })
+    }
+
+    pub fn pod(&self, ns: &str, name: &str) -> anyhow::Result<&PodState> {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == ns && p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("lab {} has no pod {ns}/{name}", self.name))
+    }
+}

@@ -1,0 +1,167 @@
+//! The lab end to end: the real binaries (trellis-lab, trellis-agent, trellis, trellisctl) and a
+//! real etcd, nodes and pods in network namespaces. Needs root. Every namespace is named
+//! `tl-<lab>-…` and removed by `trellis-lab down` (also when a check fails).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn lab_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_trellis-lab"))
+}
+
+fn require_root_and_binaries() {
+    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
+    let euid = uid
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|s| s.split_whitespace().nth(1))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        euid, "0",
+        "the lab creates network namespaces: run as root (CI does)"
+    );
+    let dir = lab_bin().parent().unwrap().to_path_buf();
+    for b in ["trellis", "trellis-agent", "trellisctl"] {
+        assert!(dir.join(b).is_file(), "{b} not built next to trellis-lab: run `cargo build --workspace` (scripts/test.sh does)");
+    }
+}
+
+fn lab(args: &[&str]) -> (bool, String) {
+    let out = Command::new(lab_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (ok, out) = lab(args);
+    assert!(ok, "trellis-lab {args:?}: {out}");
+    out
+}
+
+/// Tears the lab down even when an assertion fails.
+struct Lab(String);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let (ok, out) = lab(&["down", &self.0]);
+        if !ok {
+            eprintln!("trellis-lab down {}: {out}", self.0);
+        }
+    }
+}
+
+/// A snapshot of what the agent owns in a node's kernel (ifindex included).
+fn kernel_state(name: &str, node: &str) -> String {
+    let mut s = String::new();
+    for cmd in [
+        vec!["ip", "-d", "-o", "link", "show", "vxlan.trellis"],
+        vec!["ip", "-4", "route", "show", "proto", "80"],
+        vec!["ip", "neigh", "show", "dev", "vxlan.trellis"],
+        vec!["bridge", "fdb", "show", "dev", "vxlan.trellis"],
+        vec!["ip", "-4", "route", "show", "scope", "link"],
+    ] {
+        let mut args = vec!["node", "exec", name, node, "--"];
+        args.extend(cmd);
+        s.push_str(&ok(&args));
+    }
+    s
+}
+
+#[test]
+fn three_nodes_pods_talk_across_vxlan_and_survive_an_agent_crash() {
+    require_root_and_binaries();
+    let name = format!("e{}", std::process::id() % 100_000);
+    let _lab = Lab(name.clone());
+    ok(&["up", "--name", &name, "--nodes", "3", "--dual-stack"]);
+    let mut pods = Vec::new();
+    for n in 1..=3 {
+        for p in 1..=3 {
+            let pod = format!("default/p{n}{p}");
+            let out = ok(&["pod", "add", &name, &format!("node-{n}"), &pod]);
+            let v4 = out
+                .split_whitespace()
+                .find(|w| w.starts_with("10.244."))
+                .unwrap_or_else(|| panic!("no IPv4 in {out}"))
+                .to_string();
+            let v6 = out
+                .split_whitespace()
+                .find(|w| w.starts_with("fd00:244:"))
+                .unwrap_or_else(|| panic!("no IPv6 in {out}"))
+                .to_string();
+            pods.push((pod, n, v4, v6));
+        }
+    }
+    // All pairs over IPv4, across nodes through VXLAN; IPv6 between pods of the same node.
+    let mut failures = Vec::new();
+    for (from, fnode, _, _) in &pods {
+        for (to, tnode, v4, v6) in &pods {
+            if from == to {
+                continue;
+            }
+            let mut targets = vec![v4.as_str()];
+            if fnode == tnode {
+                targets.push(v6.as_str());
+            }
+            for ip in targets {
+                let (reached, _) =
+                    lab(&["pod", "exec", &name, from, "--", "ping", "-c1", "-W2", ip]);
+                if !reached {
+                    failures.push(format!("{from} -> {to} ({ip})"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "unreachable: {failures:#?}");
+
+    // An agent crash and restart changes nothing in the kernel and loses no traffic.
+    let before = kernel_state(&name, "node-1");
+    let target = pods.iter().find(|p| p.1 == 2).unwrap().2.clone();
+    let pinger = Command::new(lab_bin())
+        .args([
+            "pod",
+            "exec",
+            &name,
+            "default/p11",
+            "--",
+            "ping",
+            "-i",
+            "0.2",
+            "-c",
+            "25",
+            "-W",
+            "1",
+            &target,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    ok(&["node", "restart", &name, "node-1", "--hard"]);
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("25 received"),
+        "replies lost across the agent restart:\n{text}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        before,
+        kernel_state(&name, "node-1"),
+        "the restarted agent re-created or changed kernel state"
+    );
+
+    // Deleting pods releases their addresses; IPAM stays consistent.
+    ok(&["pod", "del", &name, "default/p12"]);
+    let check = ok(&["ctl", &name, "--", "ipam", "check"]);
+    assert!(
+        check.contains("leaked addresses: 0") && check.contains("addresses allocated twice: 0"),
+        "{check}"
+    );
+}
