@@ -19,6 +19,8 @@ trellis_apt_needs() {
     command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
     command -v ip >/dev/null 2>&1 || need+=(iproute2)     # tests build namespaces and veths
     command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+    command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+    command -v bridge >/dev/null 2>&1 || need+=(iproute2)
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 
