@@ -344,3 +344,97 @@ fn version_gc_and_status() {
     assert!(c.run(&c.call(&pb, "DEL", "pod-b", "1.1.0")).0);
     assert_eq!(c.allocations(), 0);
 }
+
+/// Delegated IPAM: Debian's host-local hands out the addresses; trellis wires the pods.
+#[test]
+fn delegated_host_local_ipam() {
+    let c = cluster("plugin-hostlocal");
+    assert!(
+        std::path::Path::new("/usr/lib/cni/host-local").is_file(),
+        "Debian's reference plugins are missing: apt-get install containernetworking-plugins"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (pa, pb) = (TestNetns::new("pod-a"), TestNetns::new("pod-b"));
+    let conf = |call: &mut Call| {
+        call.conf["ipam"] =
+            json!({"type": "host-local", "subnet": "10.71.0.0/24", "dataDir": data.path()});
+    };
+    let mut add_a = c.call(&pa, "ADD", "hl-a", "1.0.0");
+    conf(&mut add_a);
+    let (ok, ra) = c.run(&add_a);
+    assert!(ok, "{ra}");
+    let mut add_b = c.call(&pb, "ADD", "hl-b", "1.0.0");
+    conf(&mut add_b);
+    let (ok, rb) = c.run(&add_b);
+    assert!(ok, "{rb}");
+    let (a, b) = (ips(&ra), ips(&rb));
+    assert!(
+        a[0].to_string().starts_with("10.71.0.") && b[0].to_string().starts_with("10.71.0."),
+        "{a:?} {b:?}"
+    );
+    assert!(
+        pa.ip(&["link", "show", "eth0"]).contains("mtu 1400"),
+        "the agent's MTU applies to delegated IPAM too"
+    );
+    assert!(pa.ping(b[0]) && pb.ping(a[0]));
+    assert_eq!(c.allocations(), 0, "trellis IPAM was not used");
+    let held = |ip: &IpAddr| data.path().join("trellis").join(ip.to_string()).exists();
+    assert!(held(&a[0]) && held(&b[0]), "host-local recorded both");
+    for (pod, cid) in [(&pa, "hl-a"), (&pb, "hl-b")] {
+        let mut del = c.call(pod, "DEL", cid, "1.0.0");
+        conf(&mut del);
+        let (ok, out) = c.run(&del);
+        assert!(ok, "{out}");
+    }
+    assert!(
+        !held(&a[0]) && !held(&b[0]),
+        "DEL released host-local's addresses"
+    );
+    assert!(
+        c.node_links().is_empty(),
+        "left behind: {:?}",
+        c.node_links()
+    );
+
+    // A failure after host-local allocated (the pod netns is missing) gives the address back.
+    let mut broken = c.call(&pa, "ADD", "hl-c", "1.0.0");
+    conf(&mut broken);
+    broken.netns = "/run/netns/trl-t-does-not-exist".into();
+    let (ok, out) = c.run(&broken);
+    assert!(!ok && out["code"] == 3, "{out}");
+    let leftovers: Vec<_> = std::fs::read_dir(data.path().join("trellis"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("10.71."))
+        .collect();
+    assert!(leftovers.is_empty(), "host-local still holds {leftovers:?}");
+}
+
+/// Chaining: trellis after another plugin keeps the previous result and adds its own.
+#[test]
+fn chained_after_another_plugin_keeps_prev_result() {
+    let c = cluster("plugin-chain");
+    let pod = TestNetns::new("pod");
+    let mut add = c.call(&pod, "ADD", "chained", "1.1.0");
+    add.conf["prevResult"] = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "lo", "sandbox": pod.path()}],
+        "ips": [{"address": "127.0.0.1/8", "interface": 0}],
+        "dns": {"nameservers": ["10.96.0.10"]}
+    });
+    let (ok, r) = c.run(&add);
+    assert!(ok, "{r}");
+    assert_eq!(r["interfaces"][0]["name"], "lo", "{r}");
+    assert_eq!(r["ips"][0]["address"], "127.0.0.1/8", "{r}");
+    assert_eq!(r["dns"]["nameservers"][0], "10.96.0.10", "{r}");
+    let ours = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ip| ip["interface"] == 2)
+        .count();
+    assert_eq!(ours, 2, "our addresses point at our eth0 (index 2): {r}");
+    assert!(c.run(&c.call(&pod, "DEL", "chained", "1.1.0")).0);
+    assert_eq!(c.allocations(), 0);
+}

@@ -20,6 +20,9 @@ trellis_apt_needs() {
     command -v ip >/dev/null 2>&1 || need+=(iproute2)     # tests build namespaces and veths
     command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
     command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+    command -v nft >/dev/null 2>&1 || need+=(nftables)
+    # Debian's reference CNI plugins: delegated IPAM in tests, the baseline in bench/cni.
+    [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
     command -v bridge >/dev/null 2>&1 || need+=(iproute2)
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
 }
