@@ -75,15 +75,15 @@ fn kernel_state(name: &str, node: &str) -> String {
 }
 
 #[test]
-fn three_nodes_pods_talk_across_vxlan_and_survive_an_agent_crash() {
+fn three_nodes_ten_pods_each_talk_across_vxlan_and_survive_an_agent_crash() {
     require_root_and_binaries();
     let name = format!("e{}", std::process::id() % 100_000);
     let _lab = Lab(name.clone());
     ok(&["up", "--name", &name, "--nodes", "3", "--dual-stack"]);
     let mut pods = Vec::new();
     for n in 1..=3 {
-        for p in 1..=3 {
-            let pod = format!("default/p{n}{p}");
+        for p in 1..=10 {
+            let pod = format!("default/p{n}-{p}");
             let out = ok(&["pod", "add", &name, &format!("node-{n}"), &pod]);
             let v4 = out
                 .split_whitespace()
@@ -118,6 +118,23 @@ fn three_nodes_pods_talk_across_vxlan_and_survive_an_agent_crash() {
             }
         }
     }
+    // A pod reaches another node's own address (the reply comes back through VXLAN).
+    for node_ip in ["172.30.0.2", "172.30.0.3"] {
+        let (reached, out) = lab(&[
+            "pod",
+            "exec",
+            &name,
+            "default/p1-1",
+            "--",
+            "ping",
+            "-c1",
+            "-W2",
+            node_ip,
+        ]);
+        if !reached {
+            failures.push(format!("default/p1-1 -> node {node_ip}: {out}"));
+        }
+    }
     assert!(failures.is_empty(), "unreachable: {failures:#?}");
 
     // An agent crash and restart changes nothing in the kernel and loses no traffic.
@@ -128,7 +145,7 @@ fn three_nodes_pods_talk_across_vxlan_and_survive_an_agent_crash() {
             "pod",
             "exec",
             &name,
-            "default/p11",
+            "default/p1-1",
             "--",
             "ping",
             "-i",
@@ -158,7 +175,7 @@ fn three_nodes_pods_talk_across_vxlan_and_survive_an_agent_crash() {
     );
 
     // Deleting pods releases their addresses; IPAM stays consistent.
-    ok(&["pod", "del", &name, "default/p12"]);
+    ok(&["pod", "del", &name, "default/p1-2"]);
     let check = ok(&["ctl", &name, "--", "ipam", "check"]);
     assert!(
         check.contains("leaked addresses: 0") && check.contains("addresses allocated twice: 0"),
