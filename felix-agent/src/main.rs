@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     register_node(ds.as_ref(), &node, Some(address))
         .await
         .with_context(|| format!("registering node {node}"))?;
+    let metrics = Arc::new(Metrics::default());
     let dataplane_task = if args.no_dataplane {
         None
     } else {
@@ -129,14 +130,13 @@ async fn main() -> anyhow::Result<()> {
             },
             resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
         };
-        let ds = ds.clone();
+        let (ds, metrics) = (ds.clone(), metrics.clone());
         Some(tokio::spawn(async move {
             let mut nl = RtNetlink::new(handle);
-            dataplane::run::run(ds, config, &mut nl).await;
+            dataplane::run::run(ds, config, &mut nl, metrics).await;
         }))
     };
     let endpoints = Arc::new(Endpoints::new(ds, node.clone(), mtu));
-    let metrics = Arc::new(Metrics::default());
     let health_addr = SocketAddr::new(args.health_host, args.health_port);
     let health = tokio::net::TcpListener::bind(health_addr)
         .await

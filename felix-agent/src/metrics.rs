@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -45,6 +46,12 @@ pub struct Metrics {
     /// Addresses handed out / released by this node's IPAM.
     pub addresses_allocated: Counter,
     pub addresses_released: Counter,
+    /// Dataplane passes that failed (the next pass re-reads the kernel and retries).
+    pub reconcile_errors: Counter,
+    /// Netlink writes the dataplane made: zero on a restart that finds everything in place.
+    pub dataplane_writes: Counter,
+    /// Routes to other nodes' blocks in the kernel.
+    pub routes_programmed: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -61,6 +68,9 @@ impl Default for Metrics {
         let latency = Family::<OpLabels, Histogram>::new_with_constructor(latency_histogram);
         let addresses_allocated = Counter::default();
         let addresses_released = Counter::default();
+        let reconcile_errors = Counter::default();
+        let dataplane_writes = Counter::default();
+        let routes_programmed = Gauge::default();
         registry.register(
             "agent_requests",
             "Agent API requests by operation and result",
@@ -81,12 +91,30 @@ impl Default for Metrics {
             "Pod addresses released by this node",
             addresses_released.clone(),
         );
+        registry.register(
+            "dataplane_reconcile_errors",
+            "Dataplane passes that failed and will be retried",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "dataplane_writes",
+            "Netlink requests the dataplane sent",
+            dataplane_writes.clone(),
+        );
+        registry.register(
+            "dataplane_routes_programmed",
+            "Routes to other nodes' blocks in the kernel",
+            routes_programmed.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             addresses_allocated,
             addresses_released,
+            reconcile_errors,
+            dataplane_writes,
+            routes_programmed,
         }
     }
 }

@@ -125,6 +125,11 @@ impl VxlanManager {
     }
 
     /// What the last [`Self::complete_deferred_work`] did (all zero if it had nothing to do).
+    /// Routes to other nodes' blocks currently in the kernel (as last read or written).
+    pub fn routes_programmed(&self) -> usize {
+        self.executor.routes().dataplane().len()
+    }
+
     pub fn last_stats(&self) -> ApplyStats {
         self.last_stats
     }

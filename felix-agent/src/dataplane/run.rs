@@ -19,6 +19,7 @@ use trellis_ipam::NodeIpam;
 use super::syncer::{Syncer, PREFIXES};
 use super::vtep::ensure_vtep;
 use super::{ClusterUpdate, VxlanConfig, VxlanManager, VxlanNetlink};
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -29,7 +30,12 @@ pub struct DataplaneConfig {
 
 /// Runs until the datastore watches end (they retry outages themselves) or the future is
 /// dropped.
-pub async fn run(ds: Arc<dyn Datastore>, config: DataplaneConfig, nl: &mut dyn VxlanNetlink) {
+pub async fn run(
+    ds: Arc<dyn Datastore>,
+    config: DataplaneConfig,
+    nl: &mut dyn VxlanNetlink,
+    metrics: Arc<Metrics>,
+) {
     let node = config.vxlan.node_name.clone();
     let ipam = NodeIpam::new(ds.clone(), node.clone());
     let mut events = select_all(PREFIXES.map(|p| {
@@ -68,7 +74,15 @@ pub async fn run(ds: Arc<dyn Datastore>, config: DataplaneConfig, nl: &mut dyn V
             }
         }
         if manager.has_pending_work() {
-            if let Err(e) = manager.complete_deferred_work_with(nl).await {
+            let res = manager.complete_deferred_work_with(nl).await;
+            metrics
+                .dataplane_writes
+                .inc_by(manager.last_stats().writes as u64);
+            metrics
+                .routes_programmed
+                .set(manager.routes_programmed() as i64);
+            if let Err(e) = res {
+                metrics.reconcile_errors.inc();
                 tracing::warn!(error = %e, "programming VXLAN; retrying on the next pass");
             }
         }
@@ -127,9 +141,10 @@ mod tests {
             resync_interval: Duration::from_secs(90),
         };
         let mut fake = FakeNetlink::new();
+        let metrics = Arc::new(Metrics::default());
         let _ = tokio::time::timeout(
             Duration::from_millis(300),
-            run(ds.clone(), config, &mut fake),
+            run(ds.clone(), config, &mut fake, metrics.clone()),
         )
         .await;
         let block2 = codec::list::<
@@ -168,6 +183,15 @@ mod tests {
         );
         assert_ne!(vtep1, vtep2);
         assert!(fake.device.is_some(), "vxlan.trellis created");
+        let text = metrics.render();
+        assert!(
+            text.contains("trellis_dataplane_routes_programmed 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_dataplane_reconcile_errors_total 0"),
+            "{text}"
+        );
         let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
         assert!(report.is_clean(), "{report}");
     }
