@@ -133,7 +133,8 @@ async fn main() -> anyhow::Result<()> {
         let (ds, metrics) = (ds.clone(), metrics.clone());
         Some(tokio::spawn(async move {
             let mut nl = RtNetlink::new(handle);
-            dataplane::run::run(ds, config, &mut nl, metrics).await;
+            let nft = dataplane::nat::NftCommand::new();
+            dataplane::run::run(ds, config, &mut nl, &nft, metrics).await;
         }))
     };
     let endpoints = Arc::new(Endpoints::new(ds, node.clone(), mtu));

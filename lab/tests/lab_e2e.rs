@@ -135,6 +135,43 @@ fn three_nodes_ten_pods_each_talk_across_vxlan_and_survive_an_agent_crash() {
             failures.push(format!("default/p1-1 -> node {node_ip}: {out}"));
         }
     }
+    // natOutgoing: the underlay host (172.30.0.254) has no route to the pods, so a reply can
+    // only come back when the node masquerades the pod's traffic to its own address.
+    let (ok_ul, routes) = lab(&[
+        "node",
+        "exec",
+        &name,
+        "node-1",
+        "--",
+        "ip",
+        "netns",
+        "exec",
+        &format!("tl-{name}-ul"),
+        "ip",
+        "route",
+    ]);
+    assert!(
+        ok_ul && !routes.contains("10.244."),
+        "the underlay must not route to pods: {routes}"
+    );
+    for pod in ["default/p1-1", "default/p2-1", "default/p3-1"] {
+        let (reached, out) = lab(&[
+            "pod",
+            "exec",
+            &name,
+            pod,
+            "--",
+            "ping",
+            "-c1",
+            "-W2",
+            "172.30.0.254",
+        ]);
+        if !reached {
+            failures.push(format!(
+                "{pod} -> 172.30.0.254 outside the pools (natOutgoing): {out}"
+            ));
+        }
+    }
     assert!(failures.is_empty(), "unreachable: {failures:#?}");
 
     // An agent crash and restart changes nothing in the kernel and loses no traffic.

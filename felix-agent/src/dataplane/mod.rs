@@ -15,6 +15,7 @@
 pub mod delta;
 #[cfg(test)]
 mod fake;
+pub mod nat;
 pub mod run;
 pub mod syncer;
 pub mod vtep;

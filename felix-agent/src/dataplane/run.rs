@@ -4,7 +4,8 @@
 //!  Watcher(nodes/) ----\
 //!  Watcher(ipam/blocks/)-+--> Syncer --ClusterUpdate--> VxlanManager --complete_deferred_work--> netlink
 //!  Watcher(ippools/) --/          \--pool changed--> ensure_vtep (IPAM + Node)
-//!  resync timer ------------------------------------> request_resync
+//!                                 \--ClusterUpdate--> NatManager --nft -f--> table inet trellis
+//!  resync timer ------------------------------------> request_resync (both managers)
 //! ```
 //! Nothing is applied until every prefix has delivered its first snapshot.
 
@@ -16,6 +17,7 @@ use trellis_datastore::watcher::Watcher;
 use trellis_datastore::Datastore;
 use trellis_ipam::NodeIpam;
 
+use super::nat::{NatManager, Nft};
 use super::syncer::{Syncer, PREFIXES};
 use super::vtep::ensure_vtep;
 use super::{ClusterUpdate, VxlanConfig, VxlanManager, VxlanNetlink};
@@ -30,10 +32,11 @@ pub struct DataplaneConfig {
 
 /// Runs until the datastore watches end (they retry outages themselves) or the future is
 /// dropped.
-pub async fn run(
+pub async fn run<F: Nft>(
     ds: Arc<dyn Datastore>,
     config: DataplaneConfig,
     nl: &mut dyn VxlanNetlink,
+    nft: &F,
     metrics: Arc<Metrics>,
 ) {
     let node = config.vxlan.node_name.clone();
@@ -46,6 +49,7 @@ pub async fn run(
     }));
     let mut syncer = Syncer::default();
     let mut manager = VxlanManager::new(config.vxlan);
+    let mut nat = NatManager::new();
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     let mut pools_changed = true;
@@ -56,12 +60,16 @@ pub async fn run(
                     for u in syncer.on_event(prefix, ev) {
                         pools_changed |= matches!(u, ClusterUpdate::PoolUpdated(_) | ClusterUpdate::PoolDeleted(_));
                         manager.on_update(&u);
+                        nat.on_update(&u);
                     }
                 }
                 Some((prefix, Err(e))) => tracing::warn!(%prefix, error = %e, "watch"),
                 None => return,
             },
-            _ = resync.tick() => manager.request_resync(),
+            _ = resync.tick() => {
+                manager.request_resync();
+                nat.request_resync();
+            }
         }
         if !syncer.in_sync() {
             continue;
@@ -71,6 +79,14 @@ pub async fn run(
             if let Err(e) = ensure_vtep(ds.as_ref(), &ipam, &node).await {
                 tracing::warn!(error = %e, "VXLAN tunnel endpoint");
                 pools_changed = true; // retried on the next event or resync
+            }
+        }
+        if nat.has_pending_work() {
+            // `nft -f` takes a few milliseconds; this task only serves the dataplane, so it
+            // waits for it rather than hand the manager to a blocking thread.
+            if let Err(e) = nat.complete_deferred_work(nft) {
+                metrics.reconcile_errors.inc();
+                tracing::warn!(error = %e, "programming natOutgoing; retrying on the next pass");
             }
         }
         if manager.has_pending_work() {
@@ -142,9 +158,10 @@ mod tests {
         };
         let mut fake = FakeNetlink::new();
         let metrics = Arc::new(Metrics::default());
+        let nft = crate::dataplane::nat::FakeNft::default();
         let _ = tokio::time::timeout(
             Duration::from_millis(300),
-            run(ds.clone(), config, &mut fake, metrics.clone()),
+            run(ds.clone(), config, &mut fake, &nft, metrics.clone()),
         )
         .await;
         let block2 = codec::list::<
