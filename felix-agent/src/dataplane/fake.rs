@@ -14,6 +14,8 @@ use super::vxlan_msg::{
 #[derive(Debug, Default)]
 pub struct FakeNetlink {
     pub device: Option<ObservedDevice>,
+    /// Name of `device` (the fake holds one link; reads of other names find nothing).
+    pub device_name: String,
     pub entries: KernelEntries,
     pub sent: Vec<Request>,
     pub reads: usize,
@@ -27,6 +29,7 @@ impl FakeNetlink {
     pub fn new() -> Self {
         Self {
             next_index: 10,
+            device_name: super::vxlan::VXLAN_DEVICE.to_string(),
             ..Self::default()
         }
     }
@@ -45,13 +48,20 @@ impl FakeNetlink {
 impl VxlanNetlink for FakeNetlink {
     async fn read_device(
         &mut self,
-        _name: &str,
+        name: &str,
     ) -> Result<Option<ObservedDevice>, rtnetlink::Error> {
         self.reads += 1;
+        if name != self.device_name {
+            return Ok(None);
+        }
         Ok(self.device.clone())
     }
 
-    async fn read_entries(&mut self, index: u32) -> Result<KernelEntries, rtnetlink::Error> {
+    async fn read_entries(
+        &mut self,
+        index: u32,
+        _family: super::vxlan::VxlanFamily,
+    ) -> Result<KernelEntries, rtnetlink::Error> {
         assert_eq!(index, self.index(), "entries read for the wrong link");
         Ok(self.entries.clone())
     }
@@ -65,6 +75,12 @@ impl VxlanNetlink for FakeNetlink {
         match &request.message {
             RouteNetlinkMessage::NewLink(m) if request.flags & NLM_F_CREATE != 0 => {
                 let mut dev = parse_link(m);
+                if let Some(name) = m.attributes.iter().find_map(|a| match a {
+                    rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                }) {
+                    self.device_name = name;
+                }
                 dev.index = self.next_index;
                 self.next_index += 1;
                 self.device = Some(dev);
@@ -88,14 +104,14 @@ impl VxlanNetlink for FakeNetlink {
                 self.entries = KernelEntries::default();
             }
             RouteNetlinkMessage::NewAddress(m) => {
-                let (_, net) = parse_address(m).expect("an IPv4 address");
+                let (_, net) = parse_address(m).expect("an address");
                 let dev = self.device.as_mut().expect("address on a missing link");
                 if !dev.addresses.contains(&net) {
                     dev.addresses.push(net);
                 }
             }
             RouteNetlinkMessage::DelAddress(m) => {
-                let (_, net) = parse_address(m).expect("an IPv4 address");
+                let (_, net) = parse_address(m).expect("an address");
                 let dev = self.device.as_mut().expect("address on a missing link");
                 dev.addresses.retain(|a| *a != net);
             }

@@ -28,8 +28,10 @@ use trellis_datastore::resources::{IpPool, Node};
 
 pub use delta::DeltaTracker;
 pub use vxlan::{
-    compute_desired, vtep_mac_for, ClusterView, MacAddr, NotReady, VxlanConfig, VxlanDesired,
-    VxlanDeviceSpec, ROUTE_PROTOCOL, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
+    compute_desired, compute_desired_for, vtep_mac_for, vtep_mac_v6_for, ClusterView, MacAddr,
+    NotReady, VxlanConfig, VxlanDesired, VxlanDeviceSpec, VxlanFamily, ROUTE_PROTOCOL,
+    VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_V6_DEVICE, VXLAN_V6_PORT, VXLAN_V6_VNI,
+    VXLAN_VNI,
 };
 pub use vxlan_apply::{ApplyStats, RtNetlink, VxlanExecutor, VxlanNetlink};
 
@@ -79,6 +81,7 @@ pub enum DataplaneError {
 /// the other nodes' VTEPs, and routes to their blocks.
 #[derive(Debug)]
 pub struct VxlanManager {
+    family: VxlanFamily,
     config: VxlanConfig,
     view: ClusterView,
     dirty: bool,
@@ -88,13 +91,20 @@ pub struct VxlanManager {
 }
 
 impl VxlanManager {
+    /// The manager of the IPv4 device `vxlan.trellis`.
     pub fn new(config: VxlanConfig) -> Self {
+        Self::for_family(config, VxlanFamily::V4)
+    }
+
+    /// The manager of `family`'s device (`vxlan.trellis` or `vxlan6.trellis`).
+    pub fn for_family(config: VxlanConfig, family: VxlanFamily) -> Self {
         Self {
+            family,
             config,
             view: ClusterView::default(),
             dirty: true,
             not_ready: None,
-            executor: VxlanExecutor::new(),
+            executor: VxlanExecutor::for_family(family),
             last_stats: ApplyStats::default(),
         }
     }
@@ -151,7 +161,7 @@ impl VxlanManager {
     ) -> Result<(), DataplaneError> {
         if self.dirty {
             self.dirty = false;
-            match compute_desired(&self.view, &self.config) {
+            match compute_desired_for(&self.view, &self.config, self.family) {
                 Ok(desired) => {
                     if self.not_ready.take().is_some() {
                         tracing::info!("VXLAN configuration is complete again");

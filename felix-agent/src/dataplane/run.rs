@@ -20,7 +20,7 @@ use trellis_ipam::NodeIpam;
 use super::nat::{NatManager, Nft};
 use super::syncer::{Syncer, PREFIXES};
 use super::vtep::ensure_vtep;
-use super::{ClusterUpdate, VxlanConfig, VxlanManager, VxlanNetlink};
+use super::{ClusterUpdate, VxlanConfig, VxlanFamily, VxlanManager, VxlanNetlink};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -48,7 +48,11 @@ pub async fn run<F: Nft>(
             .boxed()
     }));
     let mut syncer = Syncer::default();
-    let mut manager = VxlanManager::new(config.vxlan);
+    // One manager per pod address family: vxlan.trellis (IPv4) and vxlan6.trellis (IPv6).
+    let mut managers = [
+        VxlanManager::for_family(config.vxlan.clone(), VxlanFamily::V4),
+        VxlanManager::for_family(config.vxlan, VxlanFamily::V6),
+    ];
     let mut nat = NatManager::new();
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
@@ -59,7 +63,9 @@ pub async fn run<F: Nft>(
                 Some((prefix, Ok(ev))) => {
                     for u in syncer.on_event(prefix, ev) {
                         pools_changed |= matches!(u, ClusterUpdate::PoolUpdated(_) | ClusterUpdate::PoolDeleted(_));
-                        manager.on_update(&u);
+                        for m in &mut managers {
+                            m.on_update(&u);
+                        }
                         nat.on_update(&u);
                     }
                 }
@@ -67,7 +73,9 @@ pub async fn run<F: Nft>(
                 None => return,
             },
             _ = resync.tick() => {
-                manager.request_resync();
+                for m in &mut managers {
+                    m.request_resync();
+                }
                 nat.request_resync();
             }
         }
@@ -89,19 +97,25 @@ pub async fn run<F: Nft>(
                 tracing::warn!(error = %e, "programming natOutgoing; retrying on the next pass");
             }
         }
-        if manager.has_pending_work() {
+        for manager in &mut managers {
+            if !manager.has_pending_work() {
+                continue;
+            }
             let res = manager.complete_deferred_work_with(nl).await;
             metrics
                 .dataplane_writes
                 .inc_by(manager.last_stats().writes as u64);
-            metrics
-                .routes_programmed
-                .set(manager.routes_programmed() as i64);
             if let Err(e) = res {
                 metrics.reconcile_errors.inc();
                 tracing::warn!(error = %e, "programming VXLAN; retrying on the next pass");
             }
         }
+        metrics.routes_programmed.set(
+            managers
+                .iter()
+                .map(|m| m.routes_programmed())
+                .sum::<usize>() as i64,
+        );
     }
 }
 
@@ -147,6 +161,7 @@ mod tests {
         let vtep2 = ensure_vtep(ds.as_ref(), &remote, "node-2")
             .await
             .unwrap()
+            .v4
             .unwrap();
         let config = DataplaneConfig {
             vxlan: VxlanConfig {
@@ -180,8 +195,8 @@ mod tests {
             panic!("{block2} is an IPv4 block")
         };
         assert_eq!(
-            fake.entries.routes.get(&block2),
-            Some(&vtep2),
+            fake.entries.routes.get(&ipnet::IpNet::V4(block2)),
+            Some(&std::net::IpAddr::V4(vtep2)),
             "route to node-2's block via its VTEP: {:?}",
             fake.entries
         );

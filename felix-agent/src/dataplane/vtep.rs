@@ -2,7 +2,7 @@
 //! of kind VxlanTunnel, as Calico does) and a MAC, both recorded in its Node so other nodes can
 //! program ARP, FDB and routes towards it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trellis_datastore::codec;
 use trellis_datastore::resources::ipam::{AllocationAttributes, AllocationKind};
@@ -10,11 +10,16 @@ use trellis_datastore::resources::{EncapMode, IpPoolSpec, NodeSpec};
 use trellis_datastore::{keys, Datastore, DatastoreError};
 use trellis_ipam::{AssignRequest, IpamError, NodeIpam};
 
-use super::vxlan::vtep_mac_for;
+use super::vxlan::VxlanFamily;
 
 /// The IPAM handle holding a node's VTEP address.
 pub fn vtep_handle(node: &str) -> String {
     format!("vxlan-tunnel-addr-{node}")
+}
+
+/// The IPAM handle holding a node's IPv6 VTEP address (Calico's name).
+pub fn vtep_handle_v6(node: &str) -> String {
+    format!("vxlan-v6-tunnel-addr-{node}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,72 +35,109 @@ pub enum VtepError {
     NoNode { node: String },
 }
 
-/// Makes sure the node has a VTEP address and MAC when an enabled IPv4 pool uses VXLAN.
-/// Returns the VTEP address, or `None` when no pool needs one. Idempotent.
+/// This node's VTEPs, one per pod address family that needs VXLAN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vteps {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// Makes sure this node has a VTEP for each address family with an enabled pool whose
+/// `vxlanMode` is not `Never`: an address held by [`vtep_handle`] (IPv4) or [`vtep_handle_v6`]
+/// (IPv6) and the MACs, recorded in `spec.ipv4VXLANTunnelAddr` / `spec.vxlanTunnelMACAddr` and
+/// `spec.ipv6VXLANTunnelAddr` / `spec.vxlanTunnelMACAddrV6`. An address already held is kept
+/// (idempotent across restarts). Families without such a pool are left as they are.
 pub async fn ensure_vtep(
     ds: &dyn Datastore,
     ipam: &NodeIpam,
     node: &str,
-) -> Result<Option<Ipv4Addr>, VtepError> {
+) -> Result<Vteps, VtepError> {
     let dse = |source| VtepError::Datastore {
         node: node.to_string(),
         source,
     };
     let pools = codec::list_objects::<IpPoolSpec>(ds).await.map_err(dse)?;
-    let vxlan_pools: Vec<String> = pools
-        .iter()
-        .filter(|p| {
-            p.value.spec.cidr.addr().is_ipv4()
-                && !p.value.spec.disabled
-                && p.value.spec.vxlan_mode != EncapMode::Never
-        })
-        .map(|p| p.value.metadata.name.clone())
-        .collect();
-    if vxlan_pools.is_empty() {
-        return Ok(None);
+    let vxlan_pools = |family: VxlanFamily| -> Vec<String> {
+        pools
+            .iter()
+            .filter(|p| {
+                family.has_net(&p.value.spec.cidr)
+                    && !p.value.spec.disabled
+                    && p.value.spec.vxlan_mode != EncapMode::Never
+            })
+            .map(|p| p.value.metadata.name.clone())
+            .collect()
+    };
+    let mut out = Vteps::default();
+    for family in [VxlanFamily::V4, VxlanFamily::V6] {
+        let pools = vxlan_pools(family);
+        if pools.is_empty() {
+            continue;
+        }
+        let address = vtep_address(ipam, ds, node, family, pools).await?;
+        record(ds, node, family, address).await?;
+        match address {
+            IpAddr::V4(a) => out.v4 = Some(a),
+            IpAddr::V6(a) => out.v6 = Some(a),
+        }
     }
-    let handle = vtep_handle(node);
+    Ok(out)
+}
+
+/// The address `family`'s handle holds, or a new one from `pools`.
+async fn vtep_address(
+    ipam: &NodeIpam,
+    ds: &dyn Datastore,
+    node: &str,
+    family: VxlanFamily,
+    pools: Vec<String>,
+) -> Result<IpAddr, VtepError> {
+    let ipam_err = |source| VtepError::Ipam {
+        node: node.to_string(),
+        source,
+    };
+    let handle = match family {
+        VxlanFamily::V4 => vtep_handle(node),
+        VxlanFamily::V6 => vtep_handle_v6(node),
+    };
     let held = trellis_ipam::store::addresses_of(ds, &handle)
         .await
-        .map_err(|source| VtepError::Ipam {
-            node: node.to_string(),
-            source,
-        })?;
-    let held_v4: Vec<Ipv4Addr> = held
-        .iter()
-        .filter_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    let address = match held_v4.first() {
-        Some(a) => *a,
-        None => {
-            let req = AssignRequest {
-                handle: handle.clone(),
-                attrs: AllocationAttributes {
-                    kind: AllocationKind::VxlanTunnel,
-                    node: Some(node.to_string()),
-                    ..Default::default()
-                },
-                num_v4: 1,
-                v4_pools: vxlan_pools,
-                ..Default::default()
-            };
-            let got = ipam
-                .auto_assign(&req)
-                .await
-                .map_err(|source| VtepError::Ipam {
-                    node: node.to_string(),
-                    source,
-                })?;
-            match got.v4.first() {
-                Some(IpAddr::V4(a)) => *a,
-                _ => unreachable!("auto_assign returns the IPv4 address it was asked for"),
-            }
-        }
+        .map_err(ipam_err)?;
+    if let Some(a) = held.iter().find(|ip| family.has_addr(ip)) {
+        return Ok(*a);
+    }
+    let v6 = family == VxlanFamily::V6;
+    let req = AssignRequest {
+        handle,
+        attrs: AllocationAttributes {
+            kind: AllocationKind::VxlanTunnel,
+            node: Some(node.to_string()),
+            ..Default::default()
+        },
+        num_v4: usize::from(!v6),
+        num_v6: usize::from(v6),
+        v4_pools: if v6 { Vec::new() } else { pools.clone() },
+        v6_pools: if v6 { pools } else { Vec::new() },
     };
-    let mac = vtep_mac_for(node).to_string();
+    let got = ipam.auto_assign(&req).await.map_err(ipam_err)?;
+    let got = if v6 { &got.v6 } else { &got.v4 };
+    Ok(*got
+        .first()
+        .expect("auto_assign returns the address it was asked for"))
+}
+
+/// Writes `address` and `family`'s MAC into the Node (compare-and-swap, retried on a lost race).
+async fn record(
+    ds: &dyn Datastore,
+    node: &str,
+    family: VxlanFamily,
+    address: IpAddr,
+) -> Result<(), VtepError> {
+    let dse = |source| VtepError::Datastore {
+        node: node.to_string(),
+        source,
+    };
+    let mac = family.default_mac(node).to_string();
     loop {
         let current = codec::get_object::<NodeSpec>(ds, &keys::node(node))
             .await
@@ -105,21 +147,110 @@ pub async fn ensure_vtep(
                 node: node.to_string(),
             });
         };
-        if n.value.spec.ipv4_vxlan_tunnel_addr == Some(address)
-            && n.value.spec.vxlan_tunnel_mac_addr.as_deref() == Some(mac.as_str())
-        {
-            return Ok(Some(address));
+        let spec = &mut n.value.spec;
+        let (addr_now, mac_slot) = match (family, address) {
+            (VxlanFamily::V4, IpAddr::V4(a)) => (
+                spec.ipv4_vxlan_tunnel_addr.replace(a).map(IpAddr::V4),
+                &mut spec.vxlan_tunnel_mac_addr,
+            ),
+            (VxlanFamily::V6, IpAddr::V6(a)) => (
+                spec.ipv6_vxlan_tunnel_addr.replace(a).map(IpAddr::V6),
+                &mut spec.vxlan_tunnel_mac_addr_v6,
+            ),
+            _ => unreachable!("the VTEP address is of its family"),
+        };
+        let mac_now = mac_slot.replace(mac.clone());
+        if addr_now == Some(address) && mac_now.as_deref() == Some(mac.as_str()) {
+            return Ok(());
         }
-        n.value.spec.ipv4_vxlan_tunnel_addr = Some(address);
-        n.value.spec.vxlan_tunnel_mac_addr = Some(mac.clone());
         let value = codec::encode_object(&n.value).map_err(dse)?;
         match ds.update(&n.key, value, n.revision).await {
             Ok(_) => {
-                tracing::info!(%node, vtep = %address, %mac, "recorded VXLAN tunnel endpoint");
-                return Ok(Some(address));
+                tracing::info!(%node, vtep = %address, %mac, device = family.device(), "recorded VXLAN tunnel endpoint");
+                return Ok(());
             }
             Err(e) if e.lost_race() => continue,
             Err(e) => return Err(dse(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use trellis_datastore::memory::MemoryDatastore;
+    use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
+    use trellis_datastore::resources::{IpPool, Node};
+    use trellis_datastore::ObjectMeta;
+
+    use super::*;
+    use crate::dataplane::vxlan::{vtep_mac_for, vtep_mac_v6_for};
+
+    async fn put<T: serde::Serialize>(ds: &dyn Datastore, key: &str, obj: &T) {
+        ds.put(key, serde_json::to_vec(obj).unwrap()).await.unwrap();
+    }
+
+    async fn pool(ds: &dyn Datastore, name: &str, cidr: &str, mode: EncapMode) {
+        let mut p = IpPool::new(
+            ObjectMeta::named(name),
+            IpPoolSpec::new(cidr.parse().unwrap()),
+        );
+        p.spec.vxlan_mode = mode;
+        put(ds, &format!("ippools/{name}"), &p).await;
+    }
+
+    #[tokio::test]
+    async fn dual_stack_node_gets_a_vtep_per_family_once() {
+        let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
+        pool(ds.as_ref(), "v4", "10.244.0.0/16", EncapMode::Always).await;
+        pool(ds.as_ref(), "v6", "fd00:244::/64", EncapMode::Never).await;
+        let spec = NodeSpec {
+            addresses: vec![NodeAddress {
+                address: "172.30.0.1".parse().unwrap(),
+                kind: NodeAddressType::TrellisNodeIP,
+            }],
+            ..Default::default()
+        };
+        put(
+            ds.as_ref(),
+            "nodes/n1",
+            &Node::new(ObjectMeta::named("n1"), spec),
+        )
+        .await;
+        let ipam = NodeIpam::new(ds.clone(), "n1");
+
+        let only_v4 = ensure_vtep(ds.as_ref(), &ipam, "n1").await.unwrap();
+        assert!(only_v4.v4.is_some() && only_v4.v6.is_none(), "{only_v4:?}");
+
+        pool(ds.as_ref(), "v6", "fd00:244::/64", EncapMode::CrossSubnet).await;
+        let both = ensure_vtep(ds.as_ref(), &ipam, "n1").await.unwrap();
+        assert_eq!(both.v4, only_v4.v4, "the IPv4 VTEP is kept");
+        let v6 = both.v6.expect("an IPv6 VTEP");
+        assert!("fd00:244::/64"
+            .parse::<ipnet::Ipv6Net>()
+            .unwrap()
+            .contains(&v6));
+        assert_eq!(
+            trellis_ipam::store::addresses_of(ds.as_ref(), &vtep_handle_v6("n1"))
+                .await
+                .unwrap(),
+            vec![IpAddr::V6(v6)]
+        );
+        let n = codec::get_object::<NodeSpec>(ds.as_ref(), &keys::node("n1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.value.spec.ipv6_vxlan_tunnel_addr, Some(v6));
+        assert_eq!(
+            n.value.spec.vxlan_tunnel_mac_addr_v6,
+            Some(vtep_mac_v6_for("n1"))
+        );
+        assert_eq!(n.value.spec.vxlan_tunnel_mac_addr, Some(vtep_mac_for("n1")));
+
+        let again = ensure_vtep(ds.as_ref(), &ipam, "n1").await.unwrap();
+        assert_eq!(again, both, "idempotent");
+        let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
     }
 }

@@ -6,10 +6,21 @@
 //! with a VTEP (IP + MAC) and an underlay IPv4: a permanent ARP entry `VTEP_IP -> VTEP_MAC` and a
 //! permanent FDB entry `VTEP_MAC -> dst UNDERLAY_IP` on the device, and for each of its blocks
 //! inside a pool that encapsulates towards it, `BLOCK via VTEP_IP dev vxlan.trellis onlink`.
+//!
+//! IPv6 pods get the same on a second device, `vxlan6.trellis` ([`VxlanFamily::V6`]: VNI 6096,
+//! IPv6 VTEP `ipv6VXLANTunnelAddr`, MAC `vxlanTunnelMACAddrV6`, NDP entries and IPv6 routes).
+//! Unlike Calico's `vxlan-v6.calico`, its outer packets go over the IPv4 underlay (the lab's
+//! underlay has no IPv6), so `local` and the FDB destinations are IPv4 for both families.
+//! Two choices, both tried in a scratch namespace on the 6.18 kernel:
+//! - the name: `vxlan-v6.trellis` is 16 bytes and the kernel rejects it (IFNAMSIZ is 16 with the
+//!   NUL), hence `vxlan6.trellis`;
+//! - the port: two VXLAN devices with the same `local` IPv4 and port 4789 but different VNIs are
+//!   both accepted and brought up (they share one UDP socket, demultiplexed by VNI), so the IPv6
+//!   device keeps the IANA port 4789 as Calico does; no second port has to be opened in firewalls.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -24,6 +35,12 @@ pub const VXLAN_DEVICE: &str = "vxlan.trellis";
 pub const VXLAN_VNI: u32 = 4096;
 /// IANA VXLAN port (RFC 7348 section 5).
 pub const VXLAN_PORT: u16 = 4789;
+/// Name of the IPv6 VXLAN device (Calico's `vxlan-v6.calico`; ours must fit IFNAMSIZ).
+pub const VXLAN_V6_DEVICE: &str = "vxlan6.trellis";
+/// VNI of the IPv6 device (Calico's default).
+pub const VXLAN_V6_VNI: u32 = 6096;
+/// UDP port of the IPv6 device: the same as the IPv4 one (see the module documentation).
+pub const VXLAN_V6_PORT: u16 = 4789;
 /// Bytes VXLAN adds to a packet: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// Route protocol (`rtm_protocol`) of every route the VXLAN manager installs. The agent reads and
@@ -33,6 +50,72 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 /// node migrated from Calico has its old `vxlan.calico` routes on another device, which the
 /// device check keeps out of our hands.
 pub const ROUTE_PROTOCOL: u8 = 80;
+
+/// Which pod address family a VXLAN device carries (its underlay is IPv4 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VxlanFamily {
+    V4,
+    V6,
+}
+
+impl VxlanFamily {
+    pub fn device(self) -> &'static str {
+        match self {
+            Self::V4 => VXLAN_DEVICE,
+            Self::V6 => VXLAN_V6_DEVICE,
+        }
+    }
+
+    pub fn vni(self) -> u32 {
+        match self {
+            Self::V4 => VXLAN_VNI,
+            Self::V6 => VXLAN_V6_VNI,
+        }
+    }
+
+    pub fn port(self) -> u16 {
+        match self {
+            Self::V4 => VXLAN_PORT,
+            Self::V6 => VXLAN_V6_PORT,
+        }
+    }
+
+    /// Whether `ip` (a VTEP, a route gateway) is of this family.
+    pub fn has_addr(self, ip: &IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (Self::V4, IpAddr::V4(_)) | (Self::V6, IpAddr::V6(_))
+        )
+    }
+
+    pub fn has_net(self, net: &IpNet) -> bool {
+        self.has_addr(&net.addr())
+    }
+
+    /// The node's VTEP address of this family.
+    pub fn vtep_addr(self, node: &Node) -> Option<IpAddr> {
+        match self {
+            Self::V4 => node.spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4),
+            Self::V6 => node.spec.ipv6_vxlan_tunnel_addr.map(IpAddr::V6),
+        }
+    }
+
+    /// The node's VTEP MAC of this family, as recorded.
+    pub fn vtep_mac(self, node: &Node) -> Option<&str> {
+        match self {
+            Self::V4 => node.spec.vxlan_tunnel_mac_addr.as_deref(),
+            Self::V6 => node.spec.vxlan_tunnel_mac_addr_v6.as_deref(),
+        }
+    }
+
+    /// The MAC the registration writes for `node` on this family's device.
+    pub fn default_mac(self, node: &str) -> MacAddr {
+        match self {
+            Self::V4 => vtep_mac_addr_for(node),
+            Self::V6 => vtep_mac_addr_v6_for(node),
+        }
+    }
+}
 
 /// An Ethernet address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -114,6 +197,17 @@ pub fn vtep_mac_addr_for(node_name: &str) -> MacAddr {
     MacAddr(mac)
 }
 
+/// The IPv6 device's MAC: as [`vtep_mac_addr_for`], from `NODE/v6`, so the two devices of a node
+/// have different MACs (Calico draws one random MAC per device).
+pub fn vtep_mac_addr_v6_for(node_name: &str) -> MacAddr {
+    vtep_mac_addr_for(&format!("{node_name}/v6"))
+}
+
+/// [`vtep_mac_addr_v6_for`] as text.
+pub fn vtep_mac_v6_for(node_name: &str) -> String {
+    vtep_mac_addr_v6_for(node_name).to_string()
+}
+
 /// How this node's VXLAN is configured (from the agent's configuration, not the datastore).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanConfig {
@@ -176,8 +270,8 @@ pub struct VxlanDeviceSpec {
     pub local: Ipv4Addr,
     pub mtu: u32,
     pub mac: MacAddr,
-    /// The VTEP address, configured as a /32.
-    pub address: Ipv4Addr,
+    /// The VTEP address, configured as a host route (/32 or /128).
+    pub address: IpAddr,
 }
 
 /// Everything the VXLAN manager wants in the kernel.
@@ -185,12 +279,12 @@ pub struct VxlanDeviceSpec {
 pub struct VxlanDesired {
     /// `None`: no pool needs VXLAN, so there should be no device (and nothing on it).
     pub device: Option<VxlanDeviceSpec>,
-    /// Permanent ARP entries: remote VTEP IP -> remote VTEP MAC.
-    pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    /// Permanent ARP (IPv4) or NDP (IPv6) entries: remote VTEP IP -> remote VTEP MAC.
+    pub neighbours: BTreeMap<IpAddr, MacAddr>,
     /// Permanent FDB entries: remote VTEP MAC -> remote underlay IP.
     pub fdb: BTreeMap<MacAddr, Ipv4Addr>,
     /// Routes: remote block -> via remote VTEP IP, onlink.
-    pub routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    pub routes: BTreeMap<IpNet, IpAddr>,
 }
 
 /// Why the desired state cannot be computed yet. The manager then leaves the kernel as it is
@@ -204,29 +298,28 @@ pub enum NotReady {
     NoUnderlay(String),
     #[error("a pool uses VXLAN but node {0} has no ipv4VXLANTunnelAddr yet")]
     NoVtep(String),
+    #[error("an IPv6 pool uses VXLAN but node {0} has no ipv6VXLANTunnelAddr yet")]
+    NoVtepV6(String),
 }
 
 /// A remote node's tunnel endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Vtep {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     mac: MacAddr,
     underlay: Ipv4Addr,
 }
 
-fn remote_vtep(node: &Node) -> Option<Vtep> {
+fn remote_vtep(node: &Node, family: VxlanFamily) -> Option<Vtep> {
     Some(Vtep {
-        ip: node.spec.ipv4_vxlan_tunnel_addr?,
-        mac: node.spec.vxlan_tunnel_mac_addr.as_deref()?.parse().ok()?,
+        ip: family.vtep_addr(node)?,
+        mac: family.vtep_mac(node)?.parse().ok()?,
         underlay: node.spec.ipv4()?,
     })
 }
 
-fn pool_for<'a>(pools: &'a BTreeMap<String, IpPool>, block: &Ipv4Net) -> Option<&'a IpPool> {
-    pools.values().find(|p| match p.spec.cidr {
-        IpNet::V4(cidr) => cidr.contains(block),
-        IpNet::V6(_) => false,
-    })
+fn pool_for<'a>(pools: &'a BTreeMap<String, IpPool>, block: &IpNet) -> Option<&'a IpPool> {
+    pools.values().find(|p| p.spec.cidr.contains(block))
 }
 
 fn local_subnet(cfg: &VxlanConfig, local: &Node) -> Option<Ipv4Net> {
@@ -237,13 +330,22 @@ fn local_subnet(cfg: &VxlanConfig, local: &Node) -> Option<Ipv4Net> {
     }
 }
 
-/// Computes the desired VXLAN state of node `cfg.node_name`.
+/// Computes the desired IPv4 VXLAN state of node `cfg.node_name`.
 pub fn compute_desired(view: &ClusterView, cfg: &VxlanConfig) -> Result<VxlanDesired, NotReady> {
-    // Only IPv4 pools: the IPv6 VTEP (`ipv6VXLANTunnelAddr`) is not programmed yet.
+    compute_desired_for(view, cfg, VxlanFamily::V4)
+}
+
+/// Computes the desired VXLAN state of node `cfg.node_name` for the pods of `family`: only pools,
+/// blocks and VTEPs of that family count.
+pub fn compute_desired_for(
+    view: &ClusterView,
+    cfg: &VxlanConfig,
+    family: VxlanFamily,
+) -> Result<VxlanDesired, NotReady> {
     let vxlan_needed = view
         .pools
         .values()
-        .any(|p| p.spec.vxlan_mode != EncapMode::Never && matches!(p.spec.cidr, IpNet::V4(_)));
+        .any(|p| p.spec.vxlan_mode != EncapMode::Never && family.has_net(&p.spec.cidr));
     if !vxlan_needed {
         return Ok(VxlanDesired::default());
     }
@@ -256,22 +358,20 @@ pub fn compute_desired(view: &ClusterView, cfg: &VxlanConfig) -> Result<VxlanDes
         .spec
         .ipv4()
         .ok_or_else(|| NotReady::NoUnderlay(me.clone()))?;
-    let vtep_ip = local
-        .spec
-        .ipv4_vxlan_tunnel_addr
-        .ok_or_else(|| NotReady::NoVtep(me.clone()))?;
+    let vtep_ip = family.vtep_addr(local).ok_or_else(|| match family {
+        VxlanFamily::V4 => NotReady::NoVtep(me.clone()),
+        VxlanFamily::V6 => NotReady::NoVtepV6(me.clone()),
+    })?;
     // An unset or malformed MAC falls back to the deterministic one the registration writes.
-    let mac = local
-        .spec
-        .vxlan_tunnel_mac_addr
-        .as_deref()
+    let mac = family
+        .vtep_mac(local)
         .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| vtep_mac_addr_for(me));
+        .unwrap_or_else(|| family.default_mac(me));
     let mut desired = VxlanDesired {
         device: Some(VxlanDeviceSpec {
-            name: VXLAN_DEVICE.to_string(),
-            vni: VXLAN_VNI,
-            port: VXLAN_PORT,
+            name: family.device().to_string(),
+            vni: family.vni(),
+            port: family.port(),
             local: underlay,
             mtu: cfg.mtu,
             mac,
@@ -288,7 +388,9 @@ pub fn compute_desired(view: &ClusterView, cfg: &VxlanConfig) -> Result<VxlanDes
         if name == me {
             continue;
         }
-        let Some(v) = remote_vtep(node) else { continue };
+        let Some(v) = remote_vtep(node, family) else {
+            continue;
+        };
         if v.ip == vtep_ip
             || v.mac == mac
             || desired.neighbours.contains_key(&v.ip)
@@ -303,9 +405,12 @@ pub fn compute_desired(view: &ClusterView, cfg: &VxlanConfig) -> Result<VxlanDes
     }
 
     for (cidr, owner) in &view.blocks {
-        let (IpNet::V4(block), Some(owner)) = (cidr, owner) else {
+        let (block, Some(owner)) = (cidr, owner) else {
             continue;
         };
+        if !family.has_net(block) {
+            continue;
+        }
         let Some(v) = vteps.get(owner.as_str()) else {
             continue;
         };
@@ -354,11 +459,15 @@ mod tests {
         IpPool::new(ObjectMeta::named(name), spec)
     }
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
 
-    fn a(s: &str) -> Ipv4Addr {
+    fn a(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn a4(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
@@ -398,7 +507,7 @@ mod tests {
                 name: "vxlan.trellis".into(),
                 vni: 4096,
                 port: 4789,
-                local: a("192.0.2.1"),
+                local: a4("192.0.2.1"),
                 mtu: 1450,
                 mac: vtep_mac_addr_for("node-1"),
                 address: a("10.244.0.1"),
@@ -422,11 +531,93 @@ mod tests {
         let d = desired(&v);
         let mac2 = vtep_mac_addr_for("node-2");
         assert_eq!(d.neighbours, BTreeMap::from([(a("10.244.1.1"), mac2)]));
-        assert_eq!(d.fdb, BTreeMap::from([(mac2, a("192.0.2.2"))]));
+        assert_eq!(d.fdb, BTreeMap::from([(mac2, a4("192.0.2.2"))]));
         // Our own block gets no route: local pods have their own /32 routes.
         assert_eq!(
             d.routes,
             BTreeMap::from([(net("10.244.1.0/26"), a("10.244.1.1"))])
+        );
+    }
+
+    /// [`two_nodes`] made dual-stack: an IPv6 Always pool, IPv6 VTEPs and a /122 block each.
+    fn dual_stack() -> ClusterView {
+        let mut v = two_nodes();
+        for (name, underlay, v4, v6) in [
+            ("node-1", "192.0.2.1", "10.244.0.1", "fd00:244::1"),
+            ("node-2", "192.0.2.2", "10.244.1.1", "fd00:244::41"),
+        ] {
+            let mut n = node(name, underlay, Some(v4));
+            n.spec.ipv6_vxlan_tunnel_addr = Some(v6.parse().unwrap());
+            n.spec.vxlan_tunnel_mac_addr_v6 = Some(vtep_mac_v6_for(name));
+            assert!(v.apply(&ClusterUpdate::NodeUpdated(n)));
+        }
+        for u in [
+            ClusterUpdate::PoolUpdated(pool("v6", "fd00:244::/64", EncapMode::Always)),
+            ClusterUpdate::BlockUpdated("fd00:244::/122".parse().unwrap(), Some("node-1".into())),
+            ClusterUpdate::BlockUpdated("fd00:244::40/122".parse().unwrap(), Some("node-2".into())),
+        ] {
+            assert!(v.apply(&u));
+        }
+        v
+    }
+
+    #[test]
+    fn ipv6_family_has_its_own_device_vteps_and_routes() {
+        let v = dual_stack();
+        let d6 = compute_desired_for(&v, &cfg(), VxlanFamily::V6).unwrap();
+        let mac1 = vtep_mac_addr_v6_for("node-1");
+        let mac2 = vtep_mac_addr_v6_for("node-2");
+        assert_ne!(mac1, vtep_mac_addr_for("node-1"), "one MAC per device");
+        assert_eq!(
+            d6.device,
+            Some(VxlanDeviceSpec {
+                name: "vxlan6.trellis".into(),
+                vni: 6096,
+                port: 4789,
+                local: a4("192.0.2.1"),
+                mtu: 1450,
+                mac: mac1,
+                address: a("fd00:244::1"),
+            })
+        );
+        assert_eq!(d6.neighbours, BTreeMap::from([(a("fd00:244::41"), mac2)]));
+        assert_eq!(d6.fdb, BTreeMap::from([(mac2, a4("192.0.2.2"))]));
+        assert_eq!(
+            d6.routes,
+            BTreeMap::from([(net("fd00:244::40/122"), a("fd00:244::41"))])
+        );
+        // The IPv4 device sees none of it.
+        let d4 = desired(&v);
+        assert_eq!(d4, desired(&two_nodes()));
+    }
+
+    #[test]
+    fn ipv6_device_needs_an_ipv6_vxlan_pool_and_the_ipv6_vtep() {
+        let mut v = two_nodes();
+        assert_eq!(
+            compute_desired_for(&v, &cfg(), VxlanFamily::V6),
+            Ok(VxlanDesired::default()),
+            "IPv4 pools only: no vxlan6.trellis"
+        );
+        v.apply(&ClusterUpdate::PoolUpdated(pool(
+            "v6",
+            "fd00:244::/64",
+            EncapMode::Always,
+        )));
+        assert_eq!(
+            compute_desired_for(&v, &cfg(), VxlanFamily::V6),
+            Err(NotReady::NoVtepV6("node-1".into()))
+        );
+        assert!(desired(&v).device.is_some(), "IPv4 is not held back");
+        let mut v = dual_stack();
+        v.apply(&ClusterUpdate::PoolUpdated(pool(
+            "v6",
+            "fd00:244::/64",
+            EncapMode::Never,
+        )));
+        assert_eq!(
+            compute_desired_for(&v, &cfg(), VxlanFamily::V6),
+            Ok(VxlanDesired::default())
         );
     }
 
@@ -458,7 +649,7 @@ mod tests {
             after.neighbours,
             BTreeMap::from([(a("10.244.1.65"), new_mac)])
         );
-        assert_eq!(after.fdb, BTreeMap::from([(new_mac, a("192.0.2.22"))]));
+        assert_eq!(after.fdb, BTreeMap::from([(new_mac, a4("192.0.2.22"))]));
         assert_eq!(after.routes[&net("10.244.1.0/26")], a("10.244.1.65"));
 
         // Through the trackers the change is: old ARP/FDB entries deleted, new ones added, the
@@ -622,7 +813,7 @@ mod tests {
         let d = desired(&v);
         assert_eq!(
             d.fdb.values().copied().collect::<Vec<_>>(),
-            vec![a("192.0.2.2")]
+            vec![a4("192.0.2.2")]
         );
         assert_eq!(d.routes.len(), 1);
     }

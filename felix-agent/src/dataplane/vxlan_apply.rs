@@ -12,11 +12,11 @@
 //! the pending updates and deletions. Nothing is flushed, and nothing it does not own is looked at:
 //! routes of other protocols or on other devices, ARP entries the kernel learnt, other links.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
@@ -25,7 +25,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::delta::DeltaTracker;
-use super::vxlan::{MacAddr, VxlanDesired, VxlanDeviceSpec, VXLAN_DEVICE};
+use super::vxlan::{MacAddr, VxlanDesired, VxlanDeviceSpec, VxlanFamily};
 use super::vxlan_msg::{
     add_address, add_fdb, add_neighbour, add_route, create_link, delete_address, delete_fdb,
     delete_link, delete_neighbour, delete_route, modify_link, parse_address, parse_fdb, parse_link,
@@ -46,11 +46,16 @@ const EADDRNOTAVAIL: i32 = 99;
 /// The narrow kernel interface the executor needs (object safe; a fake stands in for unit tests).
 #[async_trait]
 pub trait VxlanNetlink: Send {
-    /// The link called `name` with its IPv4 addresses, or `None`.
+    /// The link called `name` with its addresses, or `None`.
     async fn read_device(&mut self, name: &str)
         -> Result<Option<ObservedDevice>, rtnetlink::Error>;
-    /// Our ARP entries, FDB entries and routes on link `index` (see the `parse_*` functions).
-    async fn read_entries(&mut self, index: u32) -> Result<KernelEntries, rtnetlink::Error>;
+    /// Our ARP/NDP entries (of `family`), FDB entries and routes (of `family`) on link `index`
+    /// (see the `parse_*` functions).
+    async fn read_entries(
+        &mut self,
+        index: u32,
+        family: VxlanFamily,
+    ) -> Result<KernelEntries, rtnetlink::Error>;
     async fn send(&mut self, request: &Request) -> Result<(), rtnetlink::Error>;
 }
 
@@ -111,13 +116,27 @@ impl VxlanNetlink for RtNetlink {
         Ok(Some(dev))
     }
 
-    async fn read_entries(&mut self, index: u32) -> Result<KernelEntries, rtnetlink::Error> {
+    async fn read_entries(
+        &mut self,
+        index: u32,
+        family: VxlanFamily,
+    ) -> Result<KernelEntries, rtnetlink::Error> {
         let mut out = KernelEntries::default();
+        let (af, route_dump) = match family {
+            VxlanFamily::V4 => (
+                AddressFamily::Inet,
+                RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            ),
+            VxlanFamily::V6 => (
+                AddressFamily::Inet6,
+                RouteMessageBuilder::<Ipv6Addr>::new().build(),
+            ),
+        };
         let neigh: Vec<NeighbourMessage> = self
             .handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Inet)
+            .set_address_family(af)
             .execute()
             .try_collect()
             .await?;
@@ -137,7 +156,7 @@ impl VxlanNetlink for RtNetlink {
         let routes: Vec<RouteMessage> = self
             .handle
             .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .get(route_dump)
             .execute()
             .try_collect()
             .await?;
@@ -180,12 +199,13 @@ pub struct ApplyStats {
 /// Desired state in, minimal netlink writes out.
 #[derive(Debug)]
 pub struct VxlanExecutor {
+    family: VxlanFamily,
     name: String,
     device: Option<VxlanDeviceSpec>,
     observed: Option<ObservedDevice>,
-    neighbours: DeltaTracker<Ipv4Addr, MacAddr>,
+    neighbours: DeltaTracker<IpAddr, MacAddr>,
     fdb: DeltaTracker<MacAddr, Ipv4Addr>,
-    routes: DeltaTracker<Ipv4Net, Ipv4Addr>,
+    routes: DeltaTracker<IpNet, IpAddr>,
     needs_resync: bool,
     last_stats: ApplyStats,
 }
@@ -226,10 +246,16 @@ impl Pass {
 }
 
 impl VxlanExecutor {
-    /// An executor for [`VXLAN_DEVICE`] that resyncs on its first pass.
+    /// An executor for the IPv4 device `vxlan.trellis` that resyncs on its first pass.
     pub fn new() -> Self {
+        Self::for_family(VxlanFamily::V4)
+    }
+
+    /// An executor for the device of `family` that resyncs on its first pass.
+    pub fn for_family(family: VxlanFamily) -> Self {
         Self {
-            name: VXLAN_DEVICE.to_string(),
+            family,
+            name: family.device().to_string(),
             device: None,
             observed: None,
             neighbours: DeltaTracker::new(),
@@ -261,7 +287,7 @@ impl VxlanExecutor {
     }
 
     /// Permanent ARP entries: remote VTEP IP -> MAC.
-    pub fn neighbours(&self) -> &DeltaTracker<Ipv4Addr, MacAddr> {
+    pub fn neighbours(&self) -> &DeltaTracker<IpAddr, MacAddr> {
         &self.neighbours
     }
 
@@ -271,7 +297,7 @@ impl VxlanExecutor {
     }
 
     /// Routes: block -> via remote VTEP IP.
-    pub fn routes(&self) -> &DeltaTracker<Ipv4Net, Ipv4Addr> {
+    pub fn routes(&self) -> &DeltaTracker<IpNet, IpAddr> {
         &self.routes
     }
 
@@ -336,7 +362,7 @@ impl VxlanExecutor {
         index: u32,
     ) -> Result<(), DataplaneError> {
         let entries = nl
-            .read_entries(index)
+            .read_entries(index, self.family)
             .await
             .map_err(|source| DataplaneError::Read {
                 what: format!("neighbours, fdb and routes of {}", self.name),
@@ -451,7 +477,8 @@ impl VxlanExecutor {
                         o.mtu = Some(d.mtu);
                         o.mac = Some(d.mac);
                         o.up = true;
-                        o.addresses = vec![Ipv4Net::from(d.address)];
+                        o.addresses.retain(|a| !self.family.has_net(a));
+                        o.addresses.push(IpNet::from(d.address));
                     }
                 }
             }
@@ -477,7 +504,7 @@ impl VxlanExecutor {
         };
 
         // Deletions first, routes before the ARP/FDB entries they lead to.
-        let stale: Vec<(Ipv4Net, Ipv4Addr)> = self
+        let stale: Vec<(IpNet, IpAddr)> = self
             .routes
             .pending_deletions()
             .map(|k| (*k, self.routes.dataplane()[k]))
@@ -493,11 +520,14 @@ impl VxlanExecutor {
             .map(|k| (*k, self.fdb.dataplane()[k]))
             .collect();
         for (mac, dst) in stale {
-            if pass.send(nl, delete_fdb(index, mac, dst)).await {
+            if pass
+                .send(nl, delete_fdb(index, mac, dst, self.family))
+                .await
+            {
                 self.fdb.mark_applied_deletion(&mac);
             }
         }
-        let stale: Vec<(Ipv4Addr, MacAddr)> = self
+        let stale: Vec<(IpAddr, MacAddr)> = self
             .neighbours
             .pending_deletions()
             .map(|k| (*k, self.neighbours.dataplane()[k]))
@@ -509,7 +539,7 @@ impl VxlanExecutor {
         }
 
         // Then additions: ARP and FDB before the routes that use them.
-        let todo: Vec<(Ipv4Addr, MacAddr)> = self
+        let todo: Vec<(IpAddr, MacAddr)> = self
             .neighbours
             .pending_updates()
             .map(|(k, v)| (*k, *v))
@@ -522,11 +552,11 @@ impl VxlanExecutor {
         let todo: Vec<(MacAddr, Ipv4Addr)> =
             self.fdb.pending_updates().map(|(k, v)| (*k, *v)).collect();
         for (mac, dst) in todo {
-            if pass.send(nl, add_fdb(index, mac, dst)).await {
+            if pass.send(nl, add_fdb(index, mac, dst, self.family)).await {
                 self.fdb.mark_applied_update(&mac);
             }
         }
-        let todo: Vec<(Ipv4Net, Ipv4Addr)> = self
+        let todo: Vec<(IpNet, IpAddr)> = self
             .routes
             .pending_updates()
             .map(|(k, v)| (*k, *v))

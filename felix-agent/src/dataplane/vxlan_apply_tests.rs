@@ -1,16 +1,23 @@
 //! Unit tests of the VXLAN executor: reconcile passes against an in-memory kernel. No root.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::dataplane::vxlan::VXLAN_DEVICE;
 
 use super::*;
 use crate::dataplane::fake::FakeNetlink;
 use crate::dataplane::vxlan::vtep_mac_addr_for;
 
-fn a(s: &str) -> Ipv4Addr {
+fn a(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn net(s: &str) -> Ipv4Net {
+fn a4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
@@ -23,7 +30,7 @@ fn device() -> VxlanDeviceSpec {
         name: VXLAN_DEVICE.into(),
         vni: 4096,
         port: 4789,
-        local: a("192.0.2.1"),
+        local: a4("192.0.2.1"),
         mtu: 1450,
         mac: mac("66:00:00:00:00:01"),
         address: a("10.244.0.1"),
@@ -36,7 +43,7 @@ fn desired() -> VxlanDesired {
     VxlanDesired {
         device: Some(device()),
         neighbours: BTreeMap::from([(a("10.244.1.1"), m2)]),
-        fdb: BTreeMap::from([(m2, a("192.0.2.2"))]),
+        fdb: BTreeMap::from([(m2, a4("192.0.2.2"))]),
         routes: BTreeMap::from([
             (net("10.244.1.0/26"), a("10.244.1.1")),
             (net("10.244.1.64/26"), a("10.244.1.1")),
@@ -108,7 +115,7 @@ fn resync_deletes_only_stale_entries_of_ours() {
     let mut k = programmed_kernel();
     let m3 = mac("66:00:00:00:00:03");
     k.entries.neighbours.insert(a("10.244.2.1"), m3);
-    k.entries.fdb.insert(m3, a("192.0.2.3"));
+    k.entries.fdb.insert(m3, a4("192.0.2.3"));
     k.entries
         .routes
         .insert(net("10.244.2.0/26"), a("10.244.2.1"));
@@ -237,7 +244,7 @@ fn vtep_change_through_the_executor() {
     let new_mac = vtep_mac_addr_for("node-2-reinstalled");
     let mut d = desired();
     d.neighbours = BTreeMap::from([(a("10.244.1.1"), new_mac)]);
-    d.fdb = BTreeMap::from([(new_mac, a("192.0.2.2"))]);
+    d.fdb = BTreeMap::from([(new_mac, a4("192.0.2.2"))]);
     e.set_desired(&d);
     let sent = run(&mut e, &mut k);
     assert_eq!(sent.len(), 3, "{sent:?}");
@@ -245,4 +252,55 @@ fn vtep_change_through_the_executor() {
     assert!(sent[1].starts_with("replace neighbour") || sent[1].starts_with("add neighbour"));
     assert!(sent[2].starts_with(&format!("add fdb {new_mac}")));
     assert_eq!(k.entries.neighbours[&a("10.244.1.1")], new_mac);
+}
+
+#[test]
+fn ipv6_executor_programs_vxlan6_with_ndp_fdb_and_routes() {
+    use crate::dataplane::vxlan::{vtep_mac_addr_v6_for, VxlanFamily};
+    let m2 = vtep_mac_addr_v6_for("node-2");
+    let d = VxlanDesired {
+        device: Some(VxlanDeviceSpec {
+            name: "vxlan6.trellis".into(),
+            vni: 6096,
+            port: 4789,
+            address: a("fd00:244::1"),
+            mac: vtep_mac_addr_v6_for("node-1"),
+            ..device()
+        }),
+        neighbours: BTreeMap::from([(a("fd00:244::41"), m2)]),
+        fdb: BTreeMap::from([(m2, a4("192.0.2.2"))]),
+        routes: BTreeMap::from([(net("fd00:244::40/122"), a("fd00:244::41"))]),
+    };
+    let mut e = VxlanExecutor::for_family(VxlanFamily::V6);
+    e.set_desired(&d);
+    let mut k = FakeNetlink::new();
+    let sent = run(&mut e, &mut k);
+    assert_eq!(
+        sent,
+        vec![
+            format!(
+                "create vxlan6.trellis (vni 6096, port 4789, local 192.0.2.1, mac {}, mtu 1450)",
+                vtep_mac_addr_v6_for("node-1")
+            ),
+            "add address fd00:244::1/128 to vxlan6.trellis".to_string(),
+            format!("add neighbour fd00:244::41 lladdr {m2} dev vxlan6.trellis"),
+            format!("add fdb {m2} dst 192.0.2.2 dev vxlan6.trellis"),
+            "add route fd00:244::40/122 via fd00:244::41 dev vxlan6.trellis onlink proto 80"
+                .to_string(),
+        ]
+    );
+    assert_eq!(k.device_name, "vxlan6.trellis");
+    assert_eq!(
+        k.entries.routes[&net("fd00:244::40/122")],
+        a("fd00:244::41")
+    );
+    // A restart reads it all back and writes nothing.
+    let mut again = VxlanExecutor::for_family(VxlanFamily::V6);
+    again.set_desired(&d);
+    assert!(run(&mut again, &mut k).is_empty());
+    // The IPv4 executor on the same kernel does not see vxlan6.trellis.
+    let mut v4 = VxlanExecutor::new();
+    v4.set_desired(&VxlanDesired::default());
+    assert!(run(&mut v4, &mut k).is_empty());
+    assert!(k.device.is_some());
 }

@@ -4,9 +4,9 @@
 //! `vxlan_apply` sends the requests.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
@@ -21,7 +21,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
-use super::vxlan::{MacAddr, VxlanDeviceSpec, ROUTE_PROTOCOL, VXLAN_DEVICE};
+use super::vxlan::{MacAddr, VxlanDeviceSpec, VxlanFamily, ROUTE_PROTOCOL};
 
 const NUD_PERMANENT: u16 = 0x80;
 
@@ -40,16 +40,16 @@ pub struct ObservedDevice {
     pub mtu: Option<u32>,
     pub mac: Option<MacAddr>,
     pub up: bool,
-    /// IPv4 addresses on the link.
-    pub addresses: Vec<Ipv4Net>,
+    /// Addresses on the link, IPv6 link-local ones (the kernel's own) left out.
+    pub addresses: Vec<IpNet>,
 }
 
 /// Entries on our device that belong to us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelEntries {
-    pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    pub neighbours: BTreeMap<IpAddr, MacAddr>,
     pub fdb: BTreeMap<MacAddr, Ipv4Addr>,
-    pub routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    pub routes: BTreeMap<IpNet, IpAddr>,
 }
 
 /// Reads a link message (addresses are filled in separately).
@@ -88,20 +88,32 @@ pub fn parse_link(msg: &LinkMessage) -> ObservedDevice {
     dev
 }
 
-/// The IPv4 address (with prefix) of an address message, and the link it is on.
-pub fn parse_address(msg: &AddressMessage) -> Option<(u32, Ipv4Net)> {
-    if msg.header.family != AddressFamily::Inet {
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// The address (with prefix) of an address message, and the link it is on. IPv6 link-local
+/// addresses are the kernel's (every link that comes up gets one) and are not reported.
+pub fn parse_address(msg: &AddressMessage) -> Option<(u32, IpNet)> {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
         return None;
     }
     let pick = |want_local: bool| {
         msg.attributes.iter().find_map(|a| match (a, want_local) {
-            (AddressAttribute::Local(IpAddr::V4(ip)), true)
-            | (AddressAttribute::Address(IpAddr::V4(ip)), false) => Some(*ip),
+            (AddressAttribute::Local(ip), true) | (AddressAttribute::Address(ip), false) => {
+                Some(*ip)
+            }
             _ => None,
         })
     };
     let ip = pick(true).or_else(|| pick(false))?;
-    let net = Ipv4Net::new(ip, msg.header.prefix_len).ok()?;
+    if is_ipv6_link_local(&ip) {
+        return None;
+    }
+    let net = IpNet::new(ip, msg.header.prefix_len).ok()?;
     Some((msg.header.index, net))
 }
 
@@ -109,13 +121,16 @@ fn is_permanent(state: NeighbourState) -> bool {
     u16::from(state) & NUD_PERMANENT != 0
 }
 
-/// NDA_DST as IPv4. netlink-packet-route decodes it by the message's family, so in an AF_BRIDGE
-/// (FDB) message an IPv4 remote arrives as 4 raw bytes.
-fn neighbour_dst(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
+/// NDA_DST. netlink-packet-route decodes it by the message's family, so in an AF_BRIDGE (FDB)
+/// message an IPv4 remote arrives as 4 raw bytes.
+fn neighbour_dst(msg: &NeighbourMessage) -> Option<IpAddr> {
     msg.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+            <[u8; 4]>::try_from(b.as_slice())
+                .ok()
+                .map(|b| IpAddr::V4(Ipv4Addr::from(b)))
         }
         _ => None,
     })
@@ -128,10 +143,14 @@ fn neighbour_lladdr(msg: &NeighbourMessage) -> Option<MacAddr> {
     })
 }
 
-/// A permanent IPv4 ARP entry on link `index`: ours. Entries the kernel learnt are left alone.
-pub fn parse_neighbour(msg: &NeighbourMessage, index: u32) -> Option<(Ipv4Addr, MacAddr)> {
+/// A permanent ARP (IPv4) or NDP (IPv6) entry on link `index`: ours. Entries the kernel learnt
+/// are left alone.
+pub fn parse_neighbour(msg: &NeighbourMessage, index: u32) -> Option<(IpAddr, MacAddr)> {
     let h = &msg.header;
-    if h.family != AddressFamily::Inet || h.ifindex != index || !is_permanent(h.state) {
+    if !matches!(h.family, AddressFamily::Inet | AddressFamily::Inet6)
+        || h.ifindex != index
+        || !is_permanent(h.state)
+    {
         return None;
     }
     Some((neighbour_dst(msg)?, neighbour_lladdr(msg)?))
@@ -147,12 +166,15 @@ pub fn parse_fdb(msg: &NeighbourMessage, index: u32) -> Option<(MacAddr, Ipv4Add
     {
         return None;
     }
-    Some((neighbour_lladdr(msg)?, neighbour_dst(msg)?))
+    match neighbour_dst(msg)? {
+        IpAddr::V4(dst) => Some((neighbour_lladdr(msg)?, dst)),
+        IpAddr::V6(_) => None,
+    }
 }
 
 /// A route of ours: main table, protocol [`ROUTE_PROTOCOL`], unicast, out of link `index`, with
-/// an IPv4 gateway.
-pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(Ipv4Net, Ipv4Addr)> {
+/// a gateway of the route's family.
+pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(IpNet, IpAddr)> {
     let h = &msg.header;
     let table = msg
         .attributes
@@ -162,27 +184,34 @@ pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(Ipv4Net, Ipv4Addr)
             _ => None,
         })
         .unwrap_or(u32::from(h.table));
-    if h.address_family != AddressFamily::Inet
+    if !matches!(h.address_family, AddressFamily::Inet | AddressFamily::Inet6)
         || table != u32::from(RouteHeader::RT_TABLE_MAIN)
         || u8::from(h.protocol) != ROUTE_PROTOCOL
         || h.kind != RouteType::Unicast
     {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let v6 = h.address_family == AddressFamily::Inet6;
+    let mut dst = if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
     let (mut oif, mut gateway) = (None, None);
     for a in &msg.attributes {
         match a {
-            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+            RouteAttribute::Destination(RouteAddress::Inet(d)) if !v6 => dst = IpAddr::V4(*d),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) if v6 => dst = IpAddr::V6(*d),
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) if !v6 => gateway = Some(IpAddr::V4(*g)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) if v6 => gateway = Some(IpAddr::V6(*g)),
             _ => {}
         }
     }
     if oif != Some(index) {
         return None;
     }
-    let net = Ipv4Net::new(dst, h.destination_prefix_length).ok()?;
+    let net = IpNet::new(dst, h.destination_prefix_length).ok()?;
     Some((net, gateway?))
 }
 
@@ -261,14 +290,20 @@ pub fn delete_link(index: u32, name: &str) -> Request {
     }
 }
 
-pub fn address_message(index: u32, net: Ipv4Net) -> AddressMessage {
-    AddressMessageBuilder::<Ipv4Addr>::new()
-        .index(index)
-        .address(net.addr(), net.prefix_len())
-        .build()
+pub fn address_message(index: u32, net: IpNet) -> AddressMessage {
+    match net {
+        IpNet::V4(n) => AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(n.addr(), n.prefix_len())
+            .build(),
+        IpNet::V6(n) => AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(n.addr(), n.prefix_len())
+            .build(),
+    }
 }
 
-pub fn add_address(index: u32, net: Ipv4Net, name: &str) -> Request {
+pub fn add_address(index: u32, net: IpNet, name: &str) -> Request {
     Request {
         message: RouteNetlinkMessage::NewAddress(address_message(index, net)),
         flags: ADD_OR_REPLACE,
@@ -276,7 +311,7 @@ pub fn add_address(index: u32, net: Ipv4Net, name: &str) -> Request {
     }
 }
 
-pub fn delete_address(index: u32, net: Ipv4Net, name: &str) -> Request {
+pub fn delete_address(index: u32, net: IpNet, name: &str) -> Request {
     Request {
         message: RouteNetlinkMessage::DelAddress(address_message(index, net)),
         flags: CHANGE_OR_DELETE,
@@ -284,32 +319,44 @@ pub fn delete_address(index: u32, net: Ipv4Net, name: &str) -> Request {
     }
 }
 
-/// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
-pub fn neighbour_message(index: u32, ip: Ipv4Addr, mac: MacAddr) -> NeighbourMessage {
+/// `ip neigh replace IP lladdr MAC dev DEV nud permanent` (ARP for IPv4, NDP for IPv6)
+pub fn neighbour_message(index: u32, ip: IpAddr, mac: MacAddr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Inet;
+    let (family, dst) = match ip {
+        IpAddr::V4(v4) => (AddressFamily::Inet, NeighbourAddress::Inet(v4)),
+        IpAddr::V6(v6) => (AddressFamily::Inet6, NeighbourAddress::Inet6(v6)),
+    };
+    m.header.family = family;
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.attributes = vec![
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)),
+        NeighbourAttribute::Destination(dst),
         NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()),
     ];
     m
 }
 
-pub fn add_neighbour(index: u32, ip: Ipv4Addr, mac: MacAddr) -> Request {
-    Request {
-        message: RouteNetlinkMessage::NewNeighbour(neighbour_message(index, ip, mac)),
-        flags: ADD_OR_REPLACE,
-        what: format!("add neighbour {ip} lladdr {mac} dev {VXLAN_DEVICE}"),
+/// The device a neighbour or route of `ip`'s family lives on, for the request texts.
+fn dev_of(ip: &IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => VxlanFamily::V4.device(),
+        IpAddr::V6(_) => VxlanFamily::V6.device(),
     }
 }
 
-pub fn delete_neighbour(index: u32, ip: Ipv4Addr, mac: MacAddr) -> Request {
+pub fn add_neighbour(index: u32, ip: IpAddr, mac: MacAddr) -> Request {
+    Request {
+        message: RouteNetlinkMessage::NewNeighbour(neighbour_message(index, ip, mac)),
+        flags: ADD_OR_REPLACE,
+        what: format!("add neighbour {ip} lladdr {mac} dev {}", dev_of(&ip)),
+    }
+}
+
+pub fn delete_neighbour(index: u32, ip: IpAddr, mac: MacAddr) -> Request {
     Request {
         message: RouteNetlinkMessage::DelNeighbour(neighbour_message(index, ip, mac)),
         flags: CHANGE_OR_DELETE,
-        what: format!("delete neighbour {ip} dev {VXLAN_DEVICE}"),
+        what: format!("delete neighbour {ip} dev {}", dev_of(&ip)),
     }
 }
 
@@ -328,52 +375,69 @@ pub fn fdb_message(index: u32, mac: MacAddr, dst: Ipv4Addr) -> NeighbourMessage 
     m
 }
 
-pub fn add_fdb(index: u32, mac: MacAddr, dst: Ipv4Addr) -> Request {
+/// The FDB destination is the IPv4 underlay for both families; `family` names the device.
+pub fn add_fdb(index: u32, mac: MacAddr, dst: Ipv4Addr, family: VxlanFamily) -> Request {
     Request {
         message: RouteNetlinkMessage::NewNeighbour(fdb_message(index, mac, dst)),
         flags: ADD_OR_REPLACE,
-        what: format!("add fdb {mac} dst {dst} dev {VXLAN_DEVICE}"),
+        what: format!("add fdb {mac} dst {dst} dev {}", family.device()),
     }
 }
 
-pub fn delete_fdb(index: u32, mac: MacAddr, dst: Ipv4Addr) -> Request {
+pub fn delete_fdb(index: u32, mac: MacAddr, dst: Ipv4Addr, family: VxlanFamily) -> Request {
     Request {
         message: RouteNetlinkMessage::DelNeighbour(fdb_message(index, mac, dst)),
         flags: CHANGE_OR_DELETE,
-        what: format!("delete fdb {mac} dst {dst} dev {VXLAN_DEVICE}"),
+        what: format!("delete fdb {mac} dst {dst} dev {}", family.device()),
     }
 }
 
-/// `ip route add BLOCK via VTEP dev DEV onlink proto 80` in the main table.
-pub fn route_message(index: u32, block: Ipv4Net, via: Ipv4Addr) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(block.network(), block.prefix_len())
-        .gateway(via)
-        .output_interface(index)
-        .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
-        .onlink()
-        .build()
+/// `ip route add BLOCK via VTEP dev DEV onlink proto 80` in the main table. Block and gateway
+/// are of one family (the desired state is computed per family); a mixed pair is a bug.
+pub fn route_message(index: u32, block: IpNet, via: IpAddr) -> RouteMessage {
+    let proto = RouteProtocol::from(ROUTE_PROTOCOL);
+    match (block, via) {
+        (IpNet::V4(b), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(b.network(), b.prefix_len())
+            .gateway(g)
+            .output_interface(index)
+            .protocol(proto)
+            .onlink()
+            .build(),
+        (IpNet::V6(b), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(b.network(), b.prefix_len())
+            .gateway(g)
+            .output_interface(index)
+            .protocol(proto)
+            .onlink()
+            .build(),
+        _ => panic!("route {block} via {via}: gateway of another address family"),
+    }
 }
 
 /// `replace` only for a route we already own: a new route is added with NLM_F_EXCL, so a foreign
 /// route with the same destination makes the add fail instead of being overwritten.
-pub fn add_route(index: u32, block: Ipv4Net, via: Ipv4Addr, replace: bool) -> Request {
+pub fn add_route(index: u32, block: IpNet, via: IpAddr, replace: bool) -> Request {
     Request {
         message: RouteNetlinkMessage::NewRoute(route_message(index, block, via)),
         flags: if replace { ADD_OR_REPLACE } else { ADD },
         what: format!(
-            "{} route {block} via {via} dev {VXLAN_DEVICE} onlink proto {ROUTE_PROTOCOL}",
-            if replace { "replace" } else { "add" }
+            "{} route {block} via {via} dev {} onlink proto {ROUTE_PROTOCOL}",
+            if replace { "replace" } else { "add" },
+            dev_of(&via)
         ),
     }
 }
 
 /// The message names protocol, device and gateway, so the kernel deletes only our route.
-pub fn delete_route(index: u32, block: Ipv4Net, via: Ipv4Addr) -> Request {
+pub fn delete_route(index: u32, block: IpNet, via: IpAddr) -> Request {
     Request {
         message: RouteNetlinkMessage::DelRoute(route_message(index, block, via)),
         flags: CHANGE_OR_DELETE,
-        what: format!("delete route {block} via {via} dev {VXLAN_DEVICE} proto {ROUTE_PROTOCOL}"),
+        what: format!(
+            "delete route {block} via {via} dev {} proto {ROUTE_PROTOCOL}",
+            dev_of(&via)
+        ),
     }
 }
 
@@ -397,8 +461,8 @@ pub enum DeviceAction {
         index: u32,
         /// MTU, MAC or up differ.
         link: bool,
-        add_address: Option<Ipv4Net>,
-        remove_addresses: Vec<Ipv4Net>,
+        add_address: Option<IpNet>,
+        remove_addresses: Vec<IpNet>,
     },
 }
 
@@ -438,13 +502,14 @@ pub fn plan_device(
                     reason,
                 };
             }
-            let want = Ipv4Net::from(d.address);
+            let want = IpNet::from(d.address);
             let link = o.mtu != Some(d.mtu) || o.mac != Some(d.mac) || !o.up;
             let add_address = (!o.addresses.contains(&want)).then_some(want);
-            let remove_addresses: Vec<Ipv4Net> = o
+            // Addresses of the other family are not ours to judge.
+            let remove_addresses: Vec<IpNet> = o
                 .addresses
                 .iter()
-                .filter(|a| **a != want)
+                .filter(|a| **a != want && a.addr().is_ipv4() == want.addr().is_ipv4())
                 .copied()
                 .collect();
             if !link && add_address.is_none() && remove_addresses.is_empty() {

@@ -1,20 +1,24 @@
 //! Unit tests of the pure netlink side: message values, what a dump of them reads back, the
 //! filters that keep foreign entries out, and the device plan.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use rtnetlink::packet_core::{Emitable, Parseable};
 use rtnetlink::packet_route::route::RouteFlags;
 
 use super::*;
-use crate::dataplane::vxlan::VxlanDeviceSpec;
+use crate::dataplane::vxlan::{VxlanDeviceSpec, VXLAN_DEVICE, VXLAN_V6_DEVICE};
 
-fn a(s: &str) -> Ipv4Addr {
+fn a(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn net(s: &str) -> Ipv4Net {
+fn a4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
@@ -27,7 +31,7 @@ fn device() -> VxlanDeviceSpec {
         name: VXLAN_DEVICE.into(),
         vni: 4096,
         port: 4789,
-        local: a("192.0.2.1"),
+        local: a4("192.0.2.1"),
         mtu: 1450,
         mac: mac("66:00:00:00:00:01"),
         address: a("10.244.0.1"),
@@ -58,7 +62,7 @@ fn create_link_message_carries_every_fixed_parameter() {
     assert!(seen.is_vxlan && seen.up);
     assert_eq!(seen.vni, Some(4096));
     assert_eq!(seen.port, Some(4789));
-    assert_eq!(seen.local, Some(a("192.0.2.1")));
+    assert_eq!(seen.local, Some(a4("192.0.2.1")));
     assert_eq!(seen.learning, Some(false));
     assert_eq!(recreate_reason(&device(), &seen), None);
 }
@@ -92,7 +96,7 @@ fn route_message_is_onlink_in_main_with_our_protocol() {
     assert!(m.attributes.contains(&RouteAttribute::Oif(7)));
     assert!(m
         .attributes
-        .contains(&RouteAttribute::Gateway(RouteAddress::Inet(a(
+        .contains(&RouteAttribute::Gateway(RouteAddress::Inet(a4(
             "10.244.1.1"
         )))));
     assert_eq!(
@@ -122,11 +126,11 @@ fn neighbour_and_fdb_messages_are_permanent() {
     assert_eq!(n.header.family, AddressFamily::Inet);
     assert_eq!(n.header.state, NeighbourState::Permanent);
     assert_eq!(parse_neighbour(&n, 7), Some((a("10.244.1.1"), m2)));
-    let f = fdb_message(7, m2, a("192.0.2.2"));
+    let f = fdb_message(7, m2, a4("192.0.2.2"));
     assert_eq!(f.header.family, AddressFamily::Bridge);
     assert_eq!(f.header.state, NeighbourState::Permanent);
     assert!(f.header.flags.contains(NeighbourFlags::Own), "NTF_SELF");
-    assert_eq!(parse_fdb(&f, 7), Some((m2, a("192.0.2.2"))));
+    assert_eq!(parse_fdb(&f, 7), Some((m2, a4("192.0.2.2"))));
     assert_ne!(
         add_neighbour(7, a("10.244.1.1"), m2).flags & NLM_F_REPLACE,
         0
@@ -158,7 +162,7 @@ fn readers_ignore_what_is_not_ours() {
     let mut noarp_permanent = neighbour_message(7, a("10.244.1.1"), m2);
     noarp_permanent.header.state = NeighbourState::Other(0xc0);
     assert!(parse_neighbour(&noarp_permanent, 7).is_some());
-    let mut bridge_port_entry = fdb_message(7, m2, a("192.0.2.2"));
+    let mut bridge_port_entry = fdb_message(7, m2, a4("192.0.2.2"));
     bridge_port_entry.header.flags = NeighbourFlags::Controller;
     assert_eq!(parse_fdb(&bridge_port_entry, 7), None);
 }
@@ -174,8 +178,8 @@ fn over_the_wire<T: Emitable + Parseable<[u8]>>(m: &T) -> T {
 fn what_we_send_is_what_a_dump_reads_back_over_the_wire() {
     // Dumps are decoded from bytes, where e.g. an FDB entry's NDA_DST loses its IPv4 typing.
     let m2 = mac("66:00:00:00:00:02");
-    let f = over_the_wire(&fdb_message(7, m2, a("192.0.2.2")));
-    assert_eq!(parse_fdb(&f, 7), Some((m2, a("192.0.2.2"))));
+    let f = over_the_wire(&fdb_message(7, m2, a4("192.0.2.2")));
+    assert_eq!(parse_fdb(&f, 7), Some((m2, a4("192.0.2.2"))));
     let n = over_the_wire(&neighbour_message(7, a("10.244.1.1"), m2));
     assert_eq!(parse_neighbour(&n, 7), Some((a("10.244.1.1"), m2)));
     let r = over_the_wire(&route_message(7, net("10.244.1.0/26"), a("10.244.1.1")));
@@ -197,7 +201,7 @@ fn observed() -> ObservedDevice {
         is_vxlan: true,
         vni: Some(4096),
         port: Some(4789),
-        local: Some(a("192.0.2.1")),
+        local: Some(a4("192.0.2.1")),
         learning: Some(false),
         mtu: Some(1450),
         mac: Some(device().mac),
@@ -254,6 +258,85 @@ fn device_plan_table() {
             link: false,
             add_address: Some(net("10.244.0.1/32")),
             remove_addresses: vec![net("10.244.9.1/32"), net("10.244.0.1/24")]
+        }
+    );
+}
+
+// --- IPv6 (vxlan6.trellis) --------------------------------------------------------------------
+
+#[test]
+fn ipv6_messages_round_trip_over_the_wire() {
+    let m2 = mac("66:00:00:00:00:02");
+    let n = neighbour_message(7, a("fd00:244::41"), m2);
+    assert_eq!(n.header.family, AddressFamily::Inet6);
+    assert_eq!(n.header.state, NeighbourState::Permanent);
+    let n = over_the_wire(&n);
+    assert_eq!(parse_neighbour(&n, 7), Some((a("fd00:244::41"), m2)));
+    assert_eq!(parse_neighbour(&n, 8), None, "another device");
+
+    let r = route_message(7, net("fd00:244::40/122"), a("fd00:244::41"));
+    assert_eq!(r.header.address_family, AddressFamily::Inet6);
+    assert!(r.header.flags.contains(RouteFlags::Onlink));
+    assert_eq!(u8::from(r.header.protocol), ROUTE_PROTOCOL);
+    let r = over_the_wire(&r);
+    assert_eq!(
+        parse_route(&r, 7),
+        Some((net("fd00:244::40/122"), a("fd00:244::41")))
+    );
+    let mut foreign = r.clone();
+    foreign.header.protocol = RouteProtocol::Kernel;
+    assert_eq!(parse_route(&foreign, 7), None, "the kernel's IPv6 routes");
+
+    let ad = over_the_wire(&address_message(7, net("fd00:244::1/128")));
+    assert_eq!(ad.header.family, AddressFamily::Inet6);
+    assert_eq!(parse_address(&ad), Some((7, net("fd00:244::1/128"))));
+    let ll = address_message(7, net("fe80::1/64"));
+    assert_eq!(
+        parse_address(&ll),
+        None,
+        "link-local addresses are the kernel's"
+    );
+
+    assert_eq!(
+        add_route(7, net("fd00:244::40/122"), a("fd00:244::41"), false).what,
+        "add route fd00:244::40/122 via fd00:244::41 dev vxlan6.trellis onlink proto 80"
+    );
+    assert_eq!(
+        add_fdb(7, m2, a4("192.0.2.2"), VxlanFamily::V6).what,
+        "add fdb 66:00:00:00:00:02 dst 192.0.2.2 dev vxlan6.trellis"
+    );
+    assert_eq!(
+        add_neighbour(7, a("fd00:244::41"), m2).what,
+        "add neighbour fd00:244::41 lladdr 66:00:00:00:00:02 dev vxlan6.trellis"
+    );
+}
+
+#[test]
+fn ipv6_device_is_created_and_addressed_with_a_host_prefix() {
+    let d = VxlanDeviceSpec {
+        name: VXLAN_V6_DEVICE.into(),
+        vni: 6096,
+        port: 4789,
+        address: a("fd00:244::1"),
+        ..device()
+    };
+    let seen = parse_link(&over_the_wire(&link_create_message(&d)));
+    assert_eq!((seen.vni, seen.port), (Some(6096), Some(4789)));
+    assert_eq!(seen.local, Some(a4("192.0.2.1")), "IPv4 underlay");
+    assert_eq!(recreate_reason(&d, &seen), None);
+    // An IPv4 address someone put on the IPv6 device is not ours to remove.
+    let o = ObservedDevice {
+        vni: Some(6096),
+        addresses: vec![net("192.0.2.99/32")],
+        ..observed()
+    };
+    assert_eq!(
+        plan_device(Some(&d), Some(&o)),
+        DeviceAction::Modify {
+            index: 7,
+            link: false,
+            add_address: Some(net("fd00:244::1/128")),
+            remove_addresses: vec![],
         }
     );
 }
