@@ -24,6 +24,12 @@ trellis_apt_needs() {
     # Debian's reference CNI plugins: delegated IPAM in tests, the baseline in bench/cni.
     [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
     command -v bridge >/dev/null 2>&1 || need+=(iproute2)
+    # lab/tests/containerd_netns.rs: a real CNI client (ctr run --cni) chaining trellis with portmap.
+    command -v containerd >/dev/null 2>&1 || need+=(containerd)
+    command -v runc >/dev/null 2>&1 || need+=(runc)
+    # The test's local OCI image needs the static build (Debian's 'busybox' is dynamic).
+    dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+    command -v iptables >/dev/null 2>&1 || need+=(iptables)  # portmap
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 
