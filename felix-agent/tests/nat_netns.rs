@@ -12,7 +12,11 @@
 //! Namespaces are deleted by a guard, and ones left by a crashed run (their pid is gone) are
 //! removed at the start.
 
-use std::process::{Command, Output};
+mod netns_support;
+
+use std::process::Command;
+
+use netns_support::{cleanup_stale, in_ns, ip, is_root, must_in_ns, run};
 
 use trellis_agent::dataplane::nat::{NatManager, Nft, NftCommand};
 use trellis_agent::dataplane::ClusterUpdate;
@@ -21,53 +25,9 @@ use trellis_datastore::resources::{IpPool, IpPoolSpec};
 
 const RUN_PREFIX: &str = "trl-nat";
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// Runs `ip ARGS` (split at whitespace), panicking with its stderr on failure; returns stdout.
-fn ip(args: &str) -> String {
-    let argv: Vec<&str> = args.split_whitespace().collect();
-    let out = run("ip", &argv);
-    assert!(
-        out.status.success(),
-        "ip {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command inside namespace `ns`; returns (success, stdout + stderr).
-fn in_ns(ns: &str, args: &[&str]) -> (bool, String) {
-    let mut full = vec!["netns", "exec", ns];
-    full.extend_from_slice(args);
-    let out = run("ip", &full);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must_in_ns(ns: &str, args: &[&str]) -> String {
-    let (ok, text) = in_ns(ns, args);
-    assert!(ok, "{args:?} in {ns} failed: {text}");
-    text
-}
-
 fn require_root_and_nft() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1))
-        == Some("0");
     assert!(
-        root,
+        is_root(),
         "nat_netns creates network namespaces and needs root (CAP_NET_ADMIN/CAP_SYS_ADMIN); \
          run `cargo test -p trellis-agent --test nat_netns` as root"
     );
@@ -77,23 +37,6 @@ fn require_root_and_nft() {
     );
 }
 
-/// Removes namespaces of earlier runs whose process is gone (a crashed or killed test).
-fn cleanup_stale() {
-    for line in ip("netns list").lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(RUN_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or("");
-        if !pid.is_empty()
-            && pid.chars().all(|c| c.is_ascii_digit())
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = run("ip", &["netns", "del", name]);
-        }
-    }
-}
-
 /// Namespaces of one test; deleted on drop, even when the test panics.
 struct Netns {
     names: Vec<String>,
@@ -101,7 +44,7 @@ struct Netns {
 
 impl Netns {
     fn new() -> Netns {
-        cleanup_stale();
+        cleanup_stale(RUN_PREFIX);
         Netns { names: Vec::new() }
     }
 

@@ -11,13 +11,15 @@
 //! its own rtnetlink socket there; nothing is done in the root namespace. Namespaces are deleted
 //! by a guard, and ones left by a crashed run (their pid is gone) are removed at the start.
 
+mod netns_support;
+
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 
 use ipnet::IpNet;
+use netns_support::{cleanup_stale, in_ns, ip, is_root, run};
 use nix::sched::{setns, CloneFlags};
 use trellis_agent::dataplane::{
     vtep_mac_for, ApplyStats, ClusterUpdate, VxlanConfig, VxlanManager, ROUTE_PROTOCOL,
@@ -27,61 +29,6 @@ use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
 use trellis_datastore::resources::{EncapMode, IpPool, IpPoolSpec, Node, NodeSpec};
 
 const RUN_PREFIX: &str = "trl-vx";
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// Runs `ip ARGS` (split at whitespace), panicking with its stderr on failure; returns stdout.
-fn ip(args: &str) -> String {
-    let argv: Vec<&str> = args.split_whitespace().collect();
-    let out = run("ip", &argv);
-    assert!(
-        out.status.success(),
-        "ip {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command inside namespace `ns`; returns (success, stdout + stderr).
-fn in_ns(ns: &str, args: &[&str]) -> (bool, String) {
-    let mut full = vec!["netns", "exec", ns];
-    full.extend_from_slice(args);
-    let out = run("ip", &full);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// Removes namespaces of earlier runs whose process is gone (a crashed or killed test).
-fn cleanup_stale() {
-    for line in ip("netns list").lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(RUN_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or("");
-        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run("ip", &["netns", "del", name]);
-        }
-    }
-}
 
 /// The namespaces of this run; deleted on drop, even when the test panics.
 struct Lab {
@@ -316,7 +263,7 @@ fn vxlan_manager_in_two_node_namespaces() {
         .with_test_writer()
         .with_env_filter("trellis_agent=debug")
         .try_init();
-    cleanup_stale();
+    cleanup_stale(RUN_PREFIX);
     let lab = Lab::create();
     let [n1, n2] = [lab.nodes[0].as_str(), lab.nodes[1].as_str()];
     let (ok, out) = in_ns(n1, &["ping", "-c1", "-W1", "172.30.9.2"]);
