@@ -15,6 +15,8 @@
 pub mod delta;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod fixtures;
 pub mod nat;
 pub mod run;
 pub mod syncer;
@@ -189,32 +191,18 @@ impl VxlanManager {
 #[cfg(test)]
 mod tests {
     use futures::executor::block_on;
-    use trellis_datastore::meta::ObjectMeta;
-    use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
-    use trellis_datastore::resources::{EncapMode, IpPoolSpec, NodeSpec};
+    use trellis_datastore::resources::EncapMode;
 
     use super::*;
     use crate::dataplane::fake::FakeNetlink;
+    use crate::dataplane::fixtures;
 
     fn node(name: &str, underlay: &str, vtep: Option<&str>) -> ClusterUpdate {
-        ClusterUpdate::NodeUpdated(Node::new(
-            ObjectMeta::named(name),
-            NodeSpec {
-                addresses: vec![NodeAddress {
-                    address: underlay.parse().unwrap(),
-                    kind: NodeAddressType::InternalIP,
-                }],
-                ipv4_vxlan_tunnel_addr: vtep.map(|v| v.parse().unwrap()),
-                vxlan_tunnel_mac_addr: vtep.map(|_| vtep_mac_for(name)),
-                ..NodeSpec::default()
-            },
-        ))
+        ClusterUpdate::NodeUpdated(fixtures::node(name, underlay, vtep))
     }
 
     fn pool(mode: EncapMode) -> ClusterUpdate {
-        let mut spec = IpPoolSpec::new("10.244.0.0/16".parse().unwrap());
-        spec.vxlan_mode = mode;
-        ClusterUpdate::PoolUpdated(IpPool::new(ObjectMeta::named("default"), spec))
+        ClusterUpdate::PoolUpdated(fixtures::pool("default", "10.244.0.0/16", mode))
     }
 
     fn manager() -> VxlanManager {

@@ -431,45 +431,11 @@ pub fn compute_desired_for(
 
 #[cfg(test)]
 mod tests {
-    use trellis_datastore::meta::ObjectMeta;
-    use trellis_datastore::resources::node::{NodeAddress, NodeAddressType, NodeBgpSpec};
-    use trellis_datastore::resources::{IpPoolSpec, NodeSpec};
+    use trellis_datastore::resources::node::NodeBgpSpec;
 
     use super::*;
     use crate::dataplane::delta::DeltaTracker;
-
-    fn node(name: &str, underlay: &str, vtep: Option<&str>) -> Node {
-        Node::new(
-            ObjectMeta::named(name),
-            NodeSpec {
-                addresses: vec![NodeAddress {
-                    address: underlay.parse().unwrap(),
-                    kind: NodeAddressType::InternalIP,
-                }],
-                ipv4_vxlan_tunnel_addr: vtep.map(|v| v.parse().unwrap()),
-                vxlan_tunnel_mac_addr: vtep.map(|_| vtep_mac_for(name)),
-                ..NodeSpec::default()
-            },
-        )
-    }
-
-    fn pool(name: &str, cidr: &str, mode: EncapMode) -> IpPool {
-        let mut spec = IpPoolSpec::new(cidr.parse().unwrap());
-        spec.vxlan_mode = mode;
-        IpPool::new(ObjectMeta::named(name), spec)
-    }
-
-    fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
-    }
-
-    fn a(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn a4(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
+    use crate::dataplane::fixtures::{a, a4, net, node, pool};
 
     fn cfg() -> VxlanConfig {
         VxlanConfig {

@@ -1,41 +1,11 @@
 //! Unit tests of the VXLAN executor: reconcile passes against an in-memory kernel. No root.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-
-use crate::dataplane::vxlan::VXLAN_DEVICE;
 
 use super::*;
 use crate::dataplane::fake::FakeNetlink;
+use crate::dataplane::fixtures::{a, a4, device, mac, net};
 use crate::dataplane::vxlan::vtep_mac_addr_for;
-
-fn a(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn a4(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn mac(s: &str) -> MacAddr {
-    s.parse().unwrap()
-}
-
-fn device() -> VxlanDeviceSpec {
-    VxlanDeviceSpec {
-        name: VXLAN_DEVICE.into(),
-        vni: 4096,
-        port: 4789,
-        local: a4("192.0.2.1"),
-        mtu: 1450,
-        mac: mac("66:00:00:00:00:01"),
-        address: a("10.244.0.1"),
-    }
-}
 
 /// This node plus one remote node (VTEP 10.244.1.1, underlay 192.0.2.2) with two blocks.
 fn desired() -> VxlanDesired {

@@ -1,42 +1,12 @@
 //! Unit tests of the pure netlink side: message values, what a dump of them reads back, the
 //! filters that keep foreign entries out, and the device plan.
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use ipnet::IpNet;
 use rtnetlink::packet_core::{Emitable, Parseable};
 use rtnetlink::packet_route::route::RouteFlags;
 
 use super::*;
-use crate::dataplane::vxlan::{VxlanDeviceSpec, VXLAN_DEVICE, VXLAN_V6_DEVICE};
-
-fn a(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn a4(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn mac(s: &str) -> MacAddr {
-    s.parse().unwrap()
-}
-
-fn device() -> VxlanDeviceSpec {
-    VxlanDeviceSpec {
-        name: VXLAN_DEVICE.into(),
-        vni: 4096,
-        port: 4789,
-        local: a4("192.0.2.1"),
-        mtu: 1450,
-        mac: mac("66:00:00:00:00:01"),
-        address: a("10.244.0.1"),
-    }
-}
+use crate::dataplane::fixtures::{a, a4, device, mac, net};
+use crate::dataplane::vxlan::{VxlanDeviceSpec, VXLAN_V6_DEVICE};
 
 // --- messages --------------------------------------------------------------------------------
 
