@@ -16,9 +16,13 @@
 //! as `prevResult`, as containerd's CRI plugin would. `ctr run -d` never calls DEL, so the test
 //! calls DEL itself in libcni's order (portmap, then trellis) with the cached result.
 
+mod lab_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use lab_support::{bin_dir, lab, ok, require_root_and_binaries, Lab};
 
 const IMAGE: &str = "docker.io/library/trellis-busybox:test";
 const CONTAINER: &str = "web";
@@ -30,14 +34,6 @@ fn ctr_ns() -> String {
     format!("trellis-{}", std::process::id())
 }
 
-fn lab_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_trellis-lab"))
-}
-
-fn bin_dir() -> PathBuf {
-    lab_bin().parent().unwrap().to_path_buf()
-}
-
 fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
@@ -45,23 +41,7 @@ fn on_path(cmd: &str) -> bool {
 }
 
 fn require_root_and_tools() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|s| s.split_whitespace().nth(1))
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        euid, "0",
-        "the lab creates network namespaces and runs containerd: run as root (CI does)"
-    );
-    for b in ["trellis", "trellis-agent", "trellisctl"] {
-        assert!(
-            bin_dir().join(b).is_file(),
-            "{b} not built next to trellis-lab: run `cargo build --workspace` (scripts/test.sh does)"
-        );
-    }
+    require_root_and_binaries("the lab creates network namespaces and runs containerd");
     for cmd in [
         "containerd",
         "containerd-shim-runc-v2",
@@ -102,28 +82,6 @@ fn run(cmd: &mut Command) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn lab(args: &[&str]) -> (bool, String) {
-    run(Command::new(lab_bin()).args(args))
-}
-
-fn ok(args: &[&str]) -> String {
-    let (ok, out) = lab(args);
-    assert!(ok, "trellis-lab {args:?}: {out}");
-    out
-}
-
-/// Tears the lab down even when an assertion fails.
-struct Lab(String);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let (ok, out) = lab(&["down", &self.0]);
-        if !ok {
-            eprintln!("trellis-lab down {}: {out}", self.0);
-        }
-    }
 }
 
 fn sha256(path: &Path) -> String {

@@ -2,60 +2,11 @@
 //! real etcd, nodes and pods in network namespaces. Needs root. Every namespace is named
 //! `tl-<lab>-…` and removed by `trellis-lab down` (also when a check fails).
 
-use std::path::PathBuf;
+mod lab_support;
+
 use std::process::Command;
 
-fn lab_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_trellis-lab"))
-}
-
-fn require_root_and_binaries() {
-    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = uid
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|s| s.split_whitespace().nth(1))
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        euid, "0",
-        "the lab creates network namespaces: run as root (CI does)"
-    );
-    let dir = lab_bin().parent().unwrap().to_path_buf();
-    for b in ["trellis", "trellis-agent", "trellisctl"] {
-        assert!(dir.join(b).is_file(), "{b} not built next to trellis-lab: run `cargo build --workspace` (scripts/test.sh does)");
-    }
-}
-
-fn lab(args: &[&str]) -> (bool, String) {
-    let out = Command::new(lab_bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (ok, out) = lab(args);
-    assert!(ok, "trellis-lab {args:?}: {out}");
-    out
-}
-
-/// Tears the lab down even when an assertion fails.
-struct Lab(String);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let (ok, out) = lab(&["down", &self.0]);
-        if !ok {
-            eprintln!("trellis-lab down {}: {out}", self.0);
-        }
-    }
-}
+use lab_support::{lab, lab_bin, ok, require_root_and_binaries, Lab};
 
 /// A snapshot of what the agent owns in a node's kernel (ifindex included).
 fn kernel_state(name: &str, node: &str) -> String {
@@ -76,7 +27,7 @@ fn kernel_state(name: &str, node: &str) -> String {
 
 #[test]
 fn three_nodes_ten_pods_each_talk_across_vxlan_and_survive_an_agent_crash() {
-    require_root_and_binaries();
+    require_root_and_binaries("the lab creates network namespaces");
     let name = format!("e{}", std::process::id() % 100_000);
     let _lab = Lab(name.clone());
     ok(&["up", "--name", &name, "--nodes", "3", "--dual-stack"]);
