@@ -59,6 +59,11 @@ pub fn workload_endpoints_of(node: &str) -> String {
     format!("{WORKLOAD_ENDPOINTS}{node}/")
 }
 
+/// `workloadendpoints/NODE/NAMESPACE/POD/ENDPOINT`.
+pub fn workload_endpoint(node: &str, namespace: &str, pod: &str, endpoint: &str) -> String {
+    format!("{WORKLOAD_ENDPOINTS}{node}/{namespace}/{pod}/{endpoint}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

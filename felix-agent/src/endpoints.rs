@@ -174,9 +174,25 @@ impl Endpoints {
     /// Releases the interface's addresses and deletes its endpoint. Idempotent.
     pub async fn del(&self, req: &DelRequest) -> Result<DelResponse, ApiError> {
         let a = &req.attachment;
-        let found = self.local_endpoints().await?.into_iter().find(|w| {
+        let ours = |w: &codec::Versioned<WorkloadEndpoint>| {
             w.value.spec.container_id == a.container_id && w.value.spec.endpoint == a.ifname
-        });
+        };
+        // With the pod named (Kubernetes runtimes), its endpoint is one read away; without it
+        // (`ctr`), or when that key holds another container's endpoint, search the node's.
+        let direct = match &req.pod {
+            Some(p) => {
+                let key = keys::workload_endpoint(&self.node, &p.namespace, &p.name, &a.ifname);
+                codec::get_object::<WorkloadEndpointSpec>(self.ds.as_ref(), &key)
+                    .await
+                    .map_err(datastore_error)?
+                    .filter(ours)
+            }
+            None => None,
+        };
+        let found = match direct {
+            Some(w) => Some(w),
+            None => self.local_endpoints().await?.into_iter().find(ours),
+        };
         let mut out = DelResponse::default();
         if let Some(w) = &found {
             out.host_ifname = Some(w.value.spec.interface_name.clone());

@@ -262,3 +262,40 @@ async fn missing_agent_is_try_again_later() {
     assert_eq!(err.cni_code(), 11);
     assert!(err.to_string().contains("none.sock"), "{err}");
 }
+
+#[tokio::test]
+async fn del_with_the_pod_named_finds_its_endpoint_and_no_other() {
+    let ds: Arc<dyn Datastore> = Arc::new(EtcdServer::shared().datastore("agent-del-pod").await);
+    put_pool(ds.as_ref(), "v4", "10.54.0.0/16").await;
+    let a = agent(ds.clone(), "node-1").await;
+    let got = wire(&a, "c2", false).await;
+    // The runtime names the pod (K8S_POD_NAMESPACE/NAME): the endpoint is read directly.
+    let del = a
+        .client
+        .del(&DelRequest {
+            attachment: attachment("c2"),
+            pod: Some(pod("pod-c2")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(del.host_ifname.as_deref(), Some("trc2"));
+    assert_eq!(del.addresses, got.addresses);
+    assert_eq!(del.released.len(), 1);
+    // A DEL for an older container of a pod whose endpoint now belongs to a newer container
+    // must not remove the newer one.
+    wire(&a, "new", false).await;
+    let stale = DelRequest {
+        attachment: attachment("old"),
+        pod: Some(pod("pod-new")),
+    };
+    let out = a.client.del(&stale).await.unwrap();
+    assert!(
+        out.host_ifname.is_none() && out.released.is_empty(),
+        "{out:?}"
+    );
+    let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
+    assert!(
+        report.is_clean() && report.endpoints == 1 && report.allocations == 1,
+        "{report}"
+    );
+}

@@ -186,13 +186,7 @@ impl Spec for WorkloadEndpointSpec {
 
     fn key(&self, meta: &ObjectMeta) -> String {
         let ns = meta.namespace.as_deref().unwrap_or("default");
-        format!(
-            "{}{}/{ns}/{}/{}",
-            Self::KEY_PREFIX,
-            self.node,
-            self.pod,
-            self.endpoint
-        )
+        crate::keys::workload_endpoint(&self.node, ns, &self.pod, &self.endpoint)
     }
 }
 
