@@ -44,7 +44,7 @@ fn cluster(name: &str) -> Cluster {
                 .await
                 .unwrap();
         }
-        trellis_agent::register::register_node(ds.as_ref(), "node-1", None)
+        trellis_agent::register::register_node(ds.as_ref(), "node-1", &[])
             .await
             .unwrap();
         let listener = api::bind(&socket).unwrap();

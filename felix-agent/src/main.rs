@@ -29,6 +29,10 @@ struct Args {
     /// The node's underlay address, as other nodes reach it (skips autodetection).
     #[arg(long, env = "TRELLIS_NODE_IP")]
     node_ip: Option<IpAddr>,
+    /// The node's IPv6 underlay address (Calico's IP6), recorded on the Node: other nodes route
+    /// this node's IPv6 blocks to it when their pool does not encapsulate.
+    #[arg(long, env = "TRELLIS_NODE_IP6")]
+    node_ip6: Option<std::net::Ipv6Addr>,
     /// How to find the node's address when --node-ip is not given (Calico's methods:
     /// first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR).
     #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
@@ -112,8 +116,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tracing::info!(%address, mtu, "node address and pod MTU");
+    let mut addresses = vec![address];
+    addresses.extend(args.node_ip6.map(IpAddr::V6));
     let ds = args.connect.connect().await?;
-    register_node(ds.as_ref(), &node, Some(address))
+    register_node(ds.as_ref(), &node, &addresses)
         .await
         .with_context(|| format!("registering node {node}"))?;
     let metrics = Arc::new(Metrics::default());

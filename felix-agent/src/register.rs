@@ -8,11 +8,13 @@ use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
 use trellis_datastore::resources::{Node, NodeSpec};
 use trellis_datastore::{keys, Datastore, DatastoreError, ObjectMeta};
 
-/// Writes the node with `address` as its Trellis node IP. Retries a lost compare-and-swap.
+/// Writes the node with `addresses` (its IPv4 and, on a dual-stack underlay, IPv6 address) as
+/// its Trellis node IPs; an empty slice leaves the recorded addresses alone. Retries a lost
+/// compare-and-swap.
 pub async fn register_node(
     ds: &dyn Datastore,
     name: &str,
-    address: Option<IpAddr>,
+    addresses: &[IpAddr],
 ) -> Result<Node, DatastoreError> {
     loop {
         let current = codec::get_object::<NodeSpec>(ds, &keys::node(name)).await?;
@@ -23,17 +25,19 @@ pub async fn register_node(
                 None,
             ),
         };
-        if let Some(ip) = address {
+        if !addresses.is_empty() {
             node.spec
                 .addresses
                 .retain(|a| a.kind != NodeAddressType::TrellisNodeIP);
-            node.spec.addresses.insert(
-                0,
-                NodeAddress {
-                    address: ip,
-                    kind: NodeAddressType::TrellisNodeIP,
-                },
-            );
+            for (i, ip) in addresses.iter().enumerate() {
+                node.spec.addresses.insert(
+                    i,
+                    NodeAddress {
+                        address: *ip,
+                        kind: NodeAddressType::TrellisNodeIP,
+                    },
+                );
+            }
         }
         let value = codec::encode_object(&node)?;
         let res = match revision {
@@ -56,7 +60,7 @@ mod tests {
     #[tokio::test]
     async fn registration_keeps_operator_fields() {
         let ds = MemoryDatastore::new();
-        let n = register_node(&ds, "node-1", Some("192.0.2.1".parse().unwrap()))
+        let n = register_node(&ds, "node-1", &["192.0.2.1".parse().unwrap()])
             .await
             .unwrap();
         assert_eq!(n.spec.ipv4(), Some("192.0.2.1".parse().unwrap()));
@@ -73,11 +77,21 @@ mod tests {
         ds.put("nodes/node-1", codec::encode_object(&stored.value).unwrap())
             .await
             .unwrap();
-        let n = register_node(&ds, "node-1", Some("192.0.2.9".parse().unwrap()))
+        let n = register_node(
+            &ds,
+            "node-1",
+            &["192.0.2.9".parse().unwrap(), "2001:db8::9".parse().unwrap()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(n.metadata.labels.get("rack").map(String::as_str), Some("a"));
+        assert_eq!(n.spec.addresses.len(), 2, "{:?}", n.spec.addresses);
+        assert_eq!(n.spec.ipv4(), Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(n.spec.ipv6(), Some("2001:db8::9".parse().unwrap()));
+        // Restarted without an IPv6 address: the old one goes.
+        let n = register_node(&ds, "node-1", &["192.0.2.9".parse().unwrap()])
             .await
             .unwrap();
-        assert_eq!(n.metadata.labels.get("rack").map(String::as_str), Some("a"));
-        assert_eq!(n.spec.addresses.len(), 1);
-        assert_eq!(n.spec.ipv4(), Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(n.spec.ipv6(), None);
     }
 }

@@ -31,7 +31,7 @@ async fn agent(ds: Arc<dyn Datastore>, node: &str) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let listener = api::bind(&socket).unwrap();
-    trellis_agent::register::register_node(ds.as_ref(), node, None)
+    trellis_agent::register::register_node(ds.as_ref(), node, &[])
         .await
         .unwrap();
     let endpoints = Arc::new(Endpoints::new(ds.clone(), node, 1450));

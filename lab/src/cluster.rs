@@ -1,10 +1,16 @@
 //! `up`, `down` and `cleanup`: the underlay, etcd, the nodes and their agents.
 //!
 //! ```text
-//!  tl-NAME-ul: bridge br0 172.30.0.254/24, etcd on 172.30.0.254:2379 and 127.0.0.1:2379
-//!     |-- veth n1 <-> eth0 of tl-NAME-node-1 (172.30.0.1/24, trellis-agent)
-//!     |-- veth n2 <-> eth0 of tl-NAME-node-2 (172.30.0.2/24, trellis-agent)
+//!  tl-NAME-ul: bridge br0 172.30.0.254/24 + fd00:172:30::fe/64, etcd on 172.30.0.254:2379
+//!     |-- veth n1 <-> eth0 of tl-NAME-node-1 (172.30.0.1/24 fd00:172:30::1/64, trellis-agent)
+//!     |-- veth n2 <-> eth0 of tl-NAME-node-2 (172.30.0.2/24 fd00:172:30::2/64, trellis-agent)
+//!  with --subnets 2 the same namespace also holds br1 172.30.1.254/24 + fd00:172:30:1::fe/64,
+//!  a second L2 segment, and routes between the two (it is the router between the subnets):
+//!     |-- veth n3 <-> eth0 of tl-NAME-node-3 (172.30.1.3/24 fd00:172:30:1::3/64)
 //! ```
+//! Nodes are spread over the segments in order: with 3 nodes and 2 subnets, node-1 and node-2
+//! share the first and node-3 is alone on the second. The underlay never routes pod addresses:
+//! pods on different subnets reach each other only through encapsulation.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,8 +23,52 @@ use crate::state::{self, LabState, NodeState, NETNS_PREFIX};
 
 const UNDERLAY_GW: &str = "172.30.0.254";
 
-fn node_ip(i: usize) -> String {
-    format!("172.30.0.{i}")
+/// The most subnets a lab underlay has.
+pub const MAX_SUBNETS: usize = 2;
+
+/// The segment (0-based) node `i` (1-based) of `nodes` sits on.
+fn segment_of(i: usize, nodes: usize, subnets: usize) -> usize {
+    (i - 1) * subnets / nodes
+}
+
+/// The router's (and etcd's) addresses on segment `s`.
+fn gateway4(s: usize) -> String {
+    format!("172.30.{s}.254")
+}
+
+fn gateway6(s: usize) -> String {
+    format!("fd00:172:30:{s}::fe")
+}
+
+/// New links in `netns` skip IPv6 duplicate address detection (no lab address can be a
+/// duplicate: the lab hands them out).
+fn no_dad(netns: &str) -> anyhow::Result<()> {
+    sh::sysctl(netns, "net.ipv6.conf.all.accept_dad", "0")?;
+    sh::sysctl(netns, "net.ipv6.conf.default.accept_dad", "0")
+}
+
+/// How pods on different nodes reach each other: the default pools' `vxlanMode`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encap {
+    /// VXLAN to every other node (`vxlanMode: Always`).
+    Vxlan,
+    /// VXLAN only to nodes on another subnet, plain routes to the rest (`CrossSubnet`).
+    CrossSubnet,
+    /// No encapsulation: routes via the other nodes' underlay addresses (`Never`).
+    None,
+}
+
+impl Encap {
+    pub fn vxlan_mode(self) -> &'static str {
+        match self {
+            Encap::Vxlan => "Always",
+            Encap::CrossSubnet => "CrossSubnet",
+            Encap::None => "Never",
+        }
+    }
 }
 
 /// Starts `program args` inside `netns`, detached from this process, logging to `log`.
@@ -79,14 +129,48 @@ pub fn binary(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
 pub struct UpArgs {
     pub name: String,
     pub nodes: usize,
+    pub subnets: usize,
+    pub encap: Encap,
     pub dual_stack: bool,
     pub bin_dir: PathBuf,
 }
 
-pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
+/// The default pools as trellisctl YAML.
+fn default_pools(encap: Encap, dual_stack: bool) -> String {
+    let mode = encap.vxlan_mode();
+    let mut pools = format!(
+        "apiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: 10.244.0.0/16, vxlanMode: {mode}, natOutgoing: true}}\n"
+    );
+    if dual_stack {
+        pools.push_str(&format!("---\napiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv6}}\nspec: {{cidr: 'fd00:244::/64', vxlanMode: {mode}}}\n"));
+    }
+    pools
+}
+
+fn check_up_args(a: &UpArgs) -> anyhow::Result<()> {
     if a.nodes == 0 || a.nodes > 200 {
         bail!("--nodes must be between 1 and 200, got {}", a.nodes);
     }
+    if a.subnets == 0 || a.subnets > MAX_SUBNETS || a.subnets > a.nodes {
+        bail!(
+            "--subnets must be between 1 and {} (and at most --nodes), got {}",
+            MAX_SUBNETS.min(a.nodes),
+            a.subnets
+        );
+    }
+    if a.subnets > 1 && a.encap == Encap::None {
+        bail!(
+            "--encap none with --subnets {}: the router between the subnets knows no pod \
+             addresses, and without BGP (not in trellis-lab yet) nothing would tell it; use \
+             --encap vxlan or --encap cross-subnet",
+            a.subnets
+        );
+    }
+    Ok(())
+}
+
+pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
+    check_up_args(a)?;
     if !a.name.chars().all(|c| c.is_ascii_alphanumeric()) || a.name.len() > 12 {
         bail!(
             "lab name {:?}: 1-12 letters and digits (it prefixes interface and namespace names)",
@@ -110,6 +194,8 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         etcd_pid: 0,
         etcd_endpoint: format!("http://{UNDERLAY_GW}:2379"),
         dual_stack: a.dual_stack,
+        subnets: a.subnets,
+        encap: a.encap,
         nodes: Vec::new(),
         pods: Vec::new(),
         bin_dir: a.bin_dir.clone(),
@@ -118,12 +204,29 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
     lab.save()?;
     sh::run("ip", &["netns", "add", &ul])?;
     ip(&ul, &["link", "set", "lo", "up"])?;
-    ip(&ul, &["link", "add", "br0", "type", "bridge"])?;
-    ip(
-        &ul,
-        &["addr", "add", &format!("{UNDERLAY_GW}/24"), "dev", "br0"],
-    )?;
-    ip(&ul, &["link", "set", "br0", "up"])?;
+    no_dad(&ul)?;
+    sh::sysctl(&ul, "net.ipv4.ip_forward", "1")?;
+    sh::sysctl(&ul, "net.ipv6.conf.all.forwarding", "1")?;
+    for seg in 0..a.subnets {
+        let br = format!("br{seg}");
+        ip(&ul, &["link", "add", &br, "type", "bridge"])?;
+        ip(
+            &ul,
+            &["addr", "add", &format!("{}/24", gateway4(seg)), "dev", &br],
+        )?;
+        ip(
+            &ul,
+            &[
+                "addr",
+                "add",
+                &format!("{}/64", gateway6(seg)),
+                "dev",
+                &br,
+                "nodad",
+            ],
+        )?;
+        ip(&ul, &["link", "set", &br, "up"])?;
+    }
 
     let etcd_log = dir.join("etcd.log");
     let etcd_args: Vec<String> = [
@@ -157,12 +260,7 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         )
         .is_ok_and(|(ok, _, _)| ok)
     })?;
-    let mut pools = String::from(
-        "apiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {name: default-ipv4}\nspec: {cidr: 10.244.0.0/16, vxlanMode: Always, natOutgoing: true}\n",
-    );
-    if a.dual_stack {
-        pools.push_str("---\napiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {name: default-ipv6}\nspec: {cidr: 'fd00:244::/64', vxlanMode: Always}\n");
-    }
+    let pools = default_pools(a.encap, a.dual_stack);
     let ctl_s = ctl.display().to_string();
     let (ok, _, err) = sh::in_netns(
         &ul,
@@ -184,9 +282,15 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
     for i in 1..=a.nodes {
         let name = format!("node-{i}");
         let netns = format!("{NETNS_PREFIX}{}-{name}", a.name);
-        let nip = node_ip(i);
+        let seg = segment_of(i, a.nodes, a.subnets);
+        let nip = format!("172.30.{seg}.{i}");
+        let nip6 = format!("fd00:172:30:{seg}::{i:x}");
         sh::run("ip", &["netns", "add", &netns])?;
         ip(&netns, &["link", "set", "lo", "up"])?;
+        // Links made from here on skip IPv6 duplicate address detection: otherwise eth0's
+        // link-local address stays tentative for a second or two, and until then the node
+        // answers no neighbour solicitation, so a fresh lab's first IPv6 packets are lost.
+        no_dad(&netns)?;
         let ul_end = format!("n{i}");
         ip(
             &ul,
@@ -194,36 +298,39 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
                 "link", "add", &ul_end, "type", "veth", "peer", "name", "eth0", "netns", &netns,
             ],
         )?;
-        ip(&ul, &["link", "set", &ul_end, "master", "br0", "up"])?;
+        ip(
+            &ul,
+            &["link", "set", &ul_end, "master", &format!("br{seg}"), "up"],
+        )?;
         ip(
             &netns,
             &["addr", "add", &format!("{nip}/24"), "dev", "eth0"],
         )?;
+        // nodad: the address is usable at once (no node can hold it already).
+        ip(
+            &netns,
+            &["addr", "add", &format!("{nip6}/64"), "dev", "eth0", "nodad"],
+        )?;
         ip(&netns, &["link", "set", "eth0", "up"])?;
-        ip(&netns, &["route", "add", "default", "via", UNDERLAY_GW])?;
+        ip(&netns, &["route", "add", "default", "via", &gateway4(seg)])?;
+        ip(
+            &netns,
+            &["-6", "route", "add", "default", "via", &gateway6(seg)],
+        )?;
         sh::sysctl(&netns, "net.ipv4.ip_forward", "1")?;
         sh::sysctl(&netns, "net.ipv6.conf.all.forwarding", "1")?;
         let node_dir = dir.join(&name);
         std::fs::create_dir_all(&node_dir)?;
-        let socket = node_dir.join("agent.sock");
-        let args: Vec<String> = vec![
-            "--node-name".into(),
-            name.clone(),
-            "--node-ip".into(),
-            nip.clone(),
-            "--socket".into(),
-            socket.display().to_string(),
-            "--etcd-endpoints".into(),
-            lab.etcd_endpoint.clone(),
-        ];
-        let pid = spawn_daemon(&netns, &agent, &args, &node_dir.join("agent.log"))?;
-        lab.nodes.push(NodeState {
+        let mut node = NodeState {
             name,
             netns,
             ip: nip,
-            agent_pid: pid,
-            socket,
-        });
+            ip6: nip6,
+            agent_pid: 0,
+            socket: node_dir.join("agent.sock"),
+        };
+        node.agent_pid = start_agent(&lab, &agent, &node)?;
+        lab.nodes.push(node);
         lab.save()?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -243,16 +350,21 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
 }
 
 fn start_agent(lab: &LabState, agent: &Path, node: &NodeState) -> anyhow::Result<u32> {
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--node-name".into(),
         node.name.clone(),
         "--node-ip".into(),
         node.ip.clone(),
+    ];
+    if !node.ip6.is_empty() {
+        args.extend(["--node-ip6".into(), node.ip6.clone()]);
+    }
+    args.extend([
         "--socket".into(),
         node.socket.display().to_string(),
         "--etcd-endpoints".into(),
         lab.etcd_endpoint.clone(),
-    ];
+    ]);
     let log = state::dir(&lab.name).join(&node.name).join("agent.log");
     // The log is appended to: a restarted agent's lines follow the previous one's.
     spawn_daemon(&node.netns, agent, &args, &log)
@@ -350,4 +462,55 @@ pub fn cleanup() -> anyhow::Result<usize> {
         std::fs::remove_dir_all(state::RUN_DIR)?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nodes: usize, subnets: usize, encap: Encap) -> UpArgs {
+        UpArgs {
+            name: "t".into(),
+            nodes,
+            subnets,
+            encap,
+            dual_stack: false,
+            bin_dir: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn nodes_fill_the_segments_in_order() {
+        let seg: Vec<usize> = (1..=3).map(|i| segment_of(i, 3, 2)).collect();
+        assert_eq!(seg, [0, 0, 1]);
+        let seg: Vec<usize> = (1..=4).map(|i| segment_of(i, 4, 2)).collect();
+        assert_eq!(seg, [0, 0, 1, 1]);
+        assert!((1..=5).all(|i| segment_of(i, 5, 1) == 0));
+    }
+
+    #[test]
+    fn impossible_topologies_are_refused_with_the_reason() {
+        check_up_args(&args(3, 2, Encap::CrossSubnet)).unwrap();
+        check_up_args(&args(3, 1, Encap::None)).unwrap();
+        let e = check_up_args(&args(3, 2, Encap::None)).unwrap_err();
+        assert!(e.to_string().contains("without BGP"), "{e}");
+        let e = check_up_args(&args(3, 3, Encap::Vxlan)).unwrap_err();
+        assert!(
+            e.to_string().contains("--subnets must be between 1 and 2"),
+            "{e}"
+        );
+        let e = check_up_args(&args(1, 2, Encap::Vxlan)).unwrap_err();
+        assert!(e.to_string().contains("at most --nodes"), "{e}");
+    }
+
+    #[test]
+    fn pools_carry_the_encapsulation() {
+        let p = default_pools(Encap::CrossSubnet, true);
+        assert_eq!(p.matches("vxlanMode: CrossSubnet").count(), 2, "{p}");
+        let p = default_pools(Encap::None, false);
+        assert!(
+            p.contains("vxlanMode: Never") && !p.contains("fd00:244"),
+            "{p}"
+        );
+    }
 }

@@ -34,6 +34,13 @@ enum Cmd {
         name: String,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// L2 segments of the underlay (1 or 2); with 2, the underlay namespace routes between
+        /// them and the nodes are split over them in order.
+        #[arg(long, default_value_t = 1)]
+        subnets: usize,
+        /// How pods on different nodes reach each other (the default pools' vxlanMode).
+        #[arg(long, value_enum, default_value_t = cluster::Encap::Vxlan)]
+        encap: cluster::Encap,
         /// An IPv6 pool too: every pod gets one address of each family.
         #[arg(long)]
         dual_stack: bool,
@@ -122,6 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Up {
             name,
             nodes,
+            subnets,
+            encap,
             dual_stack,
             bin_dir,
         } => {
@@ -135,6 +144,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let args = cluster::UpArgs {
                 name: name.clone(),
                 nodes,
+                subnets,
+                encap,
                 dual_stack,
                 bin_dir,
             };
@@ -210,13 +221,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn status(lab: &LabState) -> String {
     let mut out = format!(
-        "lab {}: datastore {} (from the lab's namespaces)\n",
-        lab.name, lab.etcd_endpoint
+        "lab {}: datastore {} (from the lab's namespaces), {} subnet(s), pools vxlanMode {}\n",
+        lab.name,
+        lab.etcd_endpoint,
+        lab.subnets,
+        lab.encap.vxlan_mode()
     );
     for n in &lab.nodes {
         out.push_str(&format!(
-            "node {:<8} {:<12} netns {}\n",
-            n.name, n.ip, n.netns
+            "node {:<8} {:<12} {:<20} netns {}\n",
+            n.name, n.ip, n.ip6, n.netns
         ));
     }
     for p in &lab.pods {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Encap;
+
 pub const RUN_DIR: &str = "/run/trellis-lab";
 /// Every namespace of every lab starts with this; `cleanup` removes them all.
 pub const NETNS_PREFIX: &str = "tl-";
@@ -15,6 +17,9 @@ pub struct NodeState {
     pub name: String,
     pub netns: String,
     pub ip: String,
+    /// IPv6 underlay address (empty in a lab from before it had one).
+    #[serde(default)]
+    pub ip6: String,
     pub agent_pid: u32,
     pub socket: PathBuf,
 }
@@ -39,10 +44,22 @@ pub struct LabState {
     /// As reached from inside the lab's namespaces.
     pub etcd_endpoint: String,
     pub dual_stack: bool,
+    #[serde(default = "one")]
+    pub subnets: usize,
+    #[serde(default = "vxlan")]
+    pub encap: Encap,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     /// Where trellis, trellis-agent and trellisctl are.
     pub bin_dir: PathBuf,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn vxlan() -> Encap {
+    Encap::Vxlan
 }
 
 pub fn dir(name: &str) -> PathBuf {

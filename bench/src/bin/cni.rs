@@ -286,7 +286,7 @@ impl Trellis {
             pool.validate()
                 .map_err(|e| anyhow!("pool {TRELLIS_POOL}: {e}"))?;
             ds.put(&pool.key(), codec::encode_object(&pool)?).await?;
-            trellis_agent::register::register_node(ds.as_ref(), NODE, None)
+            trellis_agent::register::register_node(ds.as_ref(), NODE, &[])
                 .await
                 .context("registering the node")?;
             let listener = api::bind(&socket)

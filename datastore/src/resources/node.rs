@@ -116,6 +116,28 @@ impl NodeSpec {
     }
 }
 
+impl NodeSpec {
+    /// The node's IPv6 underlay address: the BGP address if set, else the first global IPv6
+    /// address (link-local ones name no node).
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        let usable = |a: &Ipv6Addr| (a.segments()[0] & 0xffc0) != 0xfe80;
+        let bgp = self
+            .bgp
+            .as_ref()
+            .and_then(|b| b.ipv6_address)
+            .and_then(|n| match n.addr() {
+                IpAddr::V6(a) if usable(&a) => Some(a),
+                _ => None,
+            });
+        bgp.or_else(|| {
+            self.addresses.iter().find_map(|a| match a.address {
+                IpAddr::V6(v6) if usable(&v6) => Some(v6),
+                _ => None,
+            })
+        })
+    }
+}
+
 /// Checks `aa:bb:cc:dd:ee:ff`.
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
@@ -202,6 +224,16 @@ mod tests {
         assert_eq!(n.spec.ipv4(), Some("198.51.100.7".parse().unwrap()));
         let n = node("  addresses:\n  - {address: 'fd00::1', type: InternalIP}\n  - {address: 192.0.2.10, type: InternalIP}\n");
         assert_eq!(n.spec.ipv4(), Some("192.0.2.10".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_choice_skips_link_local() {
+        let n = node("  addresses:\n  - {address: 'fe80::1', type: InternalIP}\n  - {address: 192.0.2.10, type: InternalIP}\n  - {address: '2001:db8::10', type: InternalIP}\n");
+        assert_eq!(n.spec.ipv6(), Some("2001:db8::10".parse().unwrap()));
+        let n = node("  addresses:\n  - {address: '2001:db8::10', type: InternalIP}\n  bgp:\n    ipv6Address: '2001:db8:1::7/64'\n");
+        assert_eq!(n.spec.ipv6(), Some("2001:db8:1::7".parse().unwrap()));
+        let n = node("  addresses:\n  - {address: 192.0.2.10, type: InternalIP}\n");
+        assert_eq!(n.spec.ipv6(), None);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! An in-memory kernel for unit tests of the VXLAN executor: it applies the requests it gets with
 //! the same parsers the real reader uses, and records them.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use async_trait::async_trait;
+use ipnet::IpNet;
 use rtnetlink::packet_core::NLM_F_CREATE;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
+use super::direct::parse_direct_route;
+use super::direct_apply::RouteNetlink;
 use super::vxlan_apply::VxlanNetlink;
 use super::vxlan_msg::{
     parse_address, parse_fdb, parse_link, parse_neighbour, parse_route, KernelEntries,
@@ -23,6 +29,8 @@ pub struct FakeNetlink {
     pub next_index: u32,
     /// Requests for which this returns true fail with `RequestFailed`.
     pub fail: Option<fn(&Request) -> bool>,
+    /// Direct routes (main table, protocol 80, metric 10) of both families.
+    pub direct_routes: BTreeMap<IpNet, IpAddr>,
 }
 
 impl FakeNetlink {
@@ -140,6 +148,39 @@ impl VxlanNetlink for FakeNetlink {
                 self.entries.routes.remove(&block);
             }
             other => panic!("unexpected request {other:?}"),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RouteNetlink for FakeNetlink {
+    async fn read_direct_routes(&mut self) -> Result<BTreeMap<IpNet, IpAddr>, rtnetlink::Error> {
+        self.reads += 1;
+        Ok(self.direct_routes.clone())
+    }
+
+    async fn send_route(&mut self, request: &Request) -> Result<(), rtnetlink::Error> {
+        self.sent.push(request.clone());
+        if self.fail.is_some_and(|f| f(request)) {
+            return Err(rtnetlink::Error::RequestFailed);
+        }
+        match &request.message {
+            RouteNetlinkMessage::NewRoute(m) => {
+                let (block, via) = parse_direct_route(m).expect("a route the reader would see");
+                let exclusive = request.flags & rtnetlink::packet_core::NLM_F_EXCL != 0;
+                if exclusive && self.direct_routes.contains_key(&block) {
+                    return Err(rtnetlink::Error::RequestFailed);
+                }
+                self.direct_routes.insert(block, via);
+            }
+            RouteNetlinkMessage::DelRoute(m) => {
+                let (block, via) = parse_direct_route(m).expect("a route the reader would see");
+                if self.direct_routes.get(&block) == Some(&via) {
+                    self.direct_routes.remove(&block);
+                }
+            }
+            other => panic!("unexpected route request {other:?}"),
         }
         Ok(())
     }

@@ -13,6 +13,8 @@
 //! difference, so pods keep their traffic across agent restarts.
 
 pub mod delta;
+pub mod direct;
+pub mod direct_apply;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
@@ -25,10 +27,14 @@ pub mod vxlan;
 pub mod vxlan_apply;
 pub mod vxlan_msg;
 
+use std::time::{Duration, Instant};
+
 use ipnet::IpNet;
 use trellis_datastore::resources::{IpPool, Node};
 
 pub use delta::DeltaTracker;
+pub use direct::{compute_direct_routes, DIRECT_ROUTE_METRIC};
+pub use direct_apply::{DirectRouteManager, RouteNetlink};
 pub use vxlan::{
     compute_desired, compute_desired_for, vtep_mac_for, vtep_mac_v6_for, ClusterView, MacAddr,
     NotReady, VxlanConfig, VxlanDesired, VxlanDeviceSpec, VxlanFamily, ROUTE_PROTOCOL,
@@ -81,6 +87,10 @@ pub enum DataplaneError {
 
 /// Programs the VXLAN overlay of this node: the `vxlan.trellis` device, ARP and FDB entries of
 /// the other nodes' VTEPs, and routes to their blocks.
+///
+/// When the last pool stops using VXLAN the routes, ARP and FDB entries go at once, but the
+/// device itself lingers for [`DEVICE_LINGER`]: other nodes switch a moment later, and until
+/// they have, their replies still arrive encapsulated and need the device to be decapsulated.
 #[derive(Debug)]
 pub struct VxlanManager {
     family: VxlanFamily,
@@ -90,7 +100,14 @@ pub struct VxlanManager {
     not_ready: Option<NotReady>,
     executor: VxlanExecutor,
     last_stats: ApplyStats,
+    /// The device last desired, and until when it stays after it no longer is.
+    last_device: Option<VxlanDeviceSpec>,
+    linger_until: Option<Instant>,
+    device_linger: Duration,
 }
+
+/// How long an unneeded VXLAN device stays (see [`VxlanManager`]).
+pub const DEVICE_LINGER: Duration = Duration::from_secs(30);
 
 impl VxlanManager {
     /// The manager of the IPv4 device `vxlan.trellis`.
@@ -108,7 +125,21 @@ impl VxlanManager {
             not_ready: None,
             executor: VxlanExecutor::for_family(family),
             last_stats: ApplyStats::default(),
+            last_device: None,
+            linger_until: None,
+            device_linger: DEVICE_LINGER,
         }
+    }
+
+    /// The same manager with another device linger time (tests).
+    pub fn with_device_linger(mut self, linger: Duration) -> Self {
+        self.device_linger = linger;
+        self
+    }
+
+    /// When the manager wants a pass even without news (an unneeded device to remove).
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.linger_until
     }
 
     /// Records a cluster change; no I/O.
@@ -125,7 +156,9 @@ impl VxlanManager {
 
     /// Whether [`Self::complete_deferred_work`] has anything to do.
     pub fn has_pending_work(&self) -> bool {
-        self.dirty || (self.not_ready.is_none() && self.executor.has_pending_work())
+        self.dirty
+            || self.linger_until.is_some_and(|t| Instant::now() >= t)
+            || (self.not_ready.is_none() && self.executor.has_pending_work())
     }
 
     pub fn view(&self) -> &ClusterView {
@@ -161,13 +194,17 @@ impl VxlanManager {
         &mut self,
         nl: &mut dyn VxlanNetlink,
     ) -> Result<(), DataplaneError> {
+        if self.linger_until.is_some_and(|t| Instant::now() >= t) {
+            self.dirty = true;
+        }
         if self.dirty {
             self.dirty = false;
             match compute_desired_for(&self.view, &self.config, self.family) {
-                Ok(desired) => {
+                Ok(mut desired) => {
                     if self.not_ready.take().is_some() {
                         tracing::info!("VXLAN configuration is complete again");
                     }
+                    self.linger(&mut desired);
                     self.executor.set_desired(&desired);
                 }
                 Err(e) => {
@@ -185,6 +222,28 @@ impl VxlanManager {
         let result = self.executor.apply(nl).await;
         self.last_stats = self.executor.last_stats();
         result
+    }
+
+    /// Keeps the last device (alone: no routes, ARP or FDB entries) for the linger time after
+    /// the desired state stops having one.
+    fn linger(&mut self, desired: &mut VxlanDesired) {
+        if desired.device.is_some() {
+            self.last_device = desired.device.clone();
+            self.linger_until = None;
+            return;
+        }
+        let Some(device) = self.last_device.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let until = *self.linger_until.get_or_insert(now + self.device_linger);
+        if now < until {
+            tracing::info!(device = %device.name, ?until, "no pool uses VXLAN: keeping the device a while for nodes still sending to it");
+            desired.device = Some(device);
+        } else {
+            self.last_device = None;
+            self.linger_until = None;
+        }
     }
 }
 
@@ -238,10 +297,44 @@ mod tests {
         block_on(m.complete_deferred_work_with(&mut k)).unwrap();
         assert_eq!(m.last_stats(), ApplyStats::default());
 
-        // Pool to Never: the device goes (no other pool needs it).
+        // Pool to Never: routes, ARP and FDB entries go, the device lingers.
         m.on_update(&pool(EncapMode::Never));
         block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        let sent = k.take_sent();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert!(sent.iter().all(|w| w.starts_with("delete ")), "{sent:?}");
+        assert!(k.device.is_some(), "the device went at once");
+        assert!(m.wake_at().is_some());
+        assert!(
+            !m.has_pending_work(),
+            "nothing to do before the linger time"
+        );
+    }
+
+    #[test]
+    fn an_unneeded_device_goes_after_the_linger_time() {
+        let mut m = manager().with_device_linger(Duration::from_millis(50));
+        let mut k = FakeNetlink::new();
+        m.on_update(&node("node-1", "192.0.2.1", Some("10.244.0.1")));
+        m.on_update(&pool(EncapMode::Always));
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        m.on_update(&pool(EncapMode::Never));
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        k.take_sent();
+        assert!(k.device.is_some());
+        // Back to VXLAN within the linger time: the device was never gone.
+        m.on_update(&pool(EncapMode::Always));
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        assert!(k.take_sent().is_empty());
+        assert_eq!(m.wake_at(), None);
+        m.on_update(&pool(EncapMode::Never));
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(m.has_pending_work());
+        block_on(m.complete_deferred_work_with(&mut k)).unwrap();
         assert_eq!(k.take_sent(), vec!["delete link vxlan.trellis (index 10)"]);
+        assert_eq!(m.wake_at(), None);
+        assert!(!m.has_pending_work());
     }
 
     #[test]

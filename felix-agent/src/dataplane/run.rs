@@ -4,8 +4,10 @@
 //!  Watcher(nodes/) ----\
 //!  Watcher(ipam/blocks/)-+--> Syncer --ClusterUpdate--> VxlanManager --complete_deferred_work--> netlink
 //!  Watcher(ippools/) --/          \--pool changed--> ensure_vtep (IPAM + Node)
+//!                                 \--ClusterUpdate--> DirectRouteManager --netlink--> main table
 //!                                 \--ClusterUpdate--> NatManager --nft -f--> table inet trellis
-//!  resync timer ------------------------------------> request_resync (both managers)
+//!  resync timer ------------------------------------> request_resync (every manager)
+//!  retry timer (after a failed pass, 250 ms doubling to 30 s) --> another pass
 //! ```
 //! Nothing is applied until every prefix has delivered its first snapshot.
 
@@ -13,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{select_all, StreamExt};
+use trellis_datastore::resources::NodeSpec;
 use trellis_datastore::watcher::Watcher;
-use trellis_datastore::Datastore;
+use trellis_datastore::{codec, keys, Datastore};
 use trellis_ipam::NodeIpam;
 
+use super::direct_apply::{DirectRouteManager, RouteNetlink};
 use super::nat::{NatManager, Nft};
 use super::syncer::{Syncer, PREFIXES};
 use super::vtep::ensure_vtep;
@@ -32,10 +36,10 @@ pub struct DataplaneConfig {
 
 /// Runs until the datastore watches end (they retry outages themselves) or the future is
 /// dropped.
-pub async fn run<F: Nft>(
+pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
     ds: Arc<dyn Datastore>,
     config: DataplaneConfig,
-    nl: &mut dyn VxlanNetlink,
+    nl: &mut N,
     nft: &F,
     metrics: Arc<Metrics>,
 ) {
@@ -51,12 +55,17 @@ pub async fn run<F: Nft>(
     // One manager per pod address family: vxlan.trellis (IPv4) and vxlan6.trellis (IPv6).
     let mut managers = [
         VxlanManager::for_family(config.vxlan.clone(), VxlanFamily::V4),
-        VxlanManager::for_family(config.vxlan, VxlanFamily::V6),
+        VxlanManager::for_family(config.vxlan.clone(), VxlanFamily::V6),
     ];
+    let mut direct = DirectRouteManager::new(config.vxlan);
     let mut nat = NatManager::new();
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     let mut pools_changed = true;
+    let mut backoff = RETRY_FIRST;
+    let retry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retry);
+    let mut retry_armed = false;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
@@ -66,6 +75,7 @@ pub async fn run<F: Nft>(
                         for m in &mut managers {
                             m.on_update(&u);
                         }
+                        direct.on_update(&u);
                         nat.on_update(&u);
                     }
                 }
@@ -76,17 +86,41 @@ pub async fn run<F: Nft>(
                 for m in &mut managers {
                     m.request_resync();
                 }
+                direct.request_resync();
                 nat.request_resync();
             }
+            _ = &mut retry, if retry_armed => retry_armed = false,
         }
         if !syncer.in_sync() {
             continue;
         }
+        let mut failed = false;
         if pools_changed {
             pools_changed = false;
-            if let Err(e) = ensure_vtep(ds.as_ref(), &ipam, &node).await {
-                tracing::warn!(error = %e, "VXLAN tunnel endpoint");
-                pools_changed = true; // retried on the next event or resync
+            match ensure_vtep(ds.as_ref(), &ipam, &node).await {
+                // The managers see the VTEP just recorded now, not when the watch brings the
+                // node back: other nodes may already be sending to it, so the device must not
+                // wait for that round trip.
+                Ok(_) => match codec::get_object::<NodeSpec>(ds.as_ref(), &keys::node(&node)).await
+                {
+                    Ok(Some(own)) => {
+                        let u = ClusterUpdate::NodeUpdated(own.value);
+                        for m in &mut managers {
+                            m.on_update(&u);
+                        }
+                        direct.on_update(&u);
+                        nat.on_update(&u);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "re-reading this node; the watch will bring it")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "VXLAN tunnel endpoint");
+                    pools_changed = true;
+                    failed = true;
+                }
             }
         }
         if nat.has_pending_work() {
@@ -94,7 +128,8 @@ pub async fn run<F: Nft>(
             // waits for it rather than hand the manager to a blocking thread.
             if let Err(e) = nat.complete_deferred_work(nft) {
                 metrics.reconcile_errors.inc();
-                tracing::warn!(error = %e, "programming natOutgoing; retrying on the next pass");
+                tracing::warn!(error = %e, "programming natOutgoing; retrying");
+                failed = true;
             }
         }
         for manager in &mut managers {
@@ -107,17 +142,50 @@ pub async fn run<F: Nft>(
                 .inc_by(manager.last_stats().writes as u64);
             if let Err(e) = res {
                 metrics.reconcile_errors.inc();
-                tracing::warn!(error = %e, "programming VXLAN; retrying on the next pass");
+                tracing::warn!(error = %e, "programming VXLAN; retrying");
+                failed = true;
+            }
+        }
+        // After the VXLAN managers: a block switching to VXLAN loses its direct route only
+        // once its VXLAN route is in (the two never clash, see `direct`).
+        if direct.has_pending_work() {
+            let res = direct.complete_deferred_work_with(nl).await;
+            metrics
+                .dataplane_writes
+                .inc_by(direct.last_stats().writes as u64);
+            if let Err(e) = res {
+                metrics.reconcile_errors.inc();
+                tracing::warn!(error = %e, "programming direct routes; retrying");
+                failed = true;
             }
         }
         metrics.routes_programmed.set(
-            managers
+            (managers
                 .iter()
                 .map(|m| m.routes_programmed())
-                .sum::<usize>() as i64,
+                .sum::<usize>()
+                + direct.routes_programmed()) as i64,
         );
+        // A failed pass is retried on a timer, not only on the next event or resync; a manager
+        // with work due later (a lingering device) gets a pass then.
+        let mut wake = managers.iter().filter_map(|m| m.wake_at()).min();
+        if failed {
+            let at = std::time::Instant::now() + backoff;
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+            backoff = (backoff * 2).min(RETRY_MAX);
+        } else {
+            backoff = RETRY_FIRST;
+        }
+        retry_armed = wake.is_some();
+        if let Some(at) = wake {
+            retry.as_mut().reset(tokio::time::Instant::from_std(at));
+        }
     }
 }
+
+/// First delay before a failed pass is retried; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,13 @@
 //!
 //! IPv6 pods get the same on a second device, `vxlan6.trellis` ([`VxlanFamily::V6`]: VNI 6096,
 //! IPv6 VTEP `ipv6VXLANTunnelAddr`, MAC `vxlanTunnelMACAddrV6`, NDP entries and IPv6 routes).
+//! Its routes and NDP entries name the remote VTEP by the EUI-64 link-local address of its MAC
+//! ([`VxlanFamily::gateway`]), not by its VTEP address: the VTEP address lies inside the remote
+//! node's block, and while a direct route for that block exists (the moment a pool switches from
+//! `Never` to VXLAN) the kernel refuses an IPv6 `onlink` route through a gateway that another
+//! device's route covers (`ip6_route_check_nh_onlink`: EINVAL, "Nexthop has invalid gateway or
+//! device mismatch"). A link-local gateway is never looked up, and it never appears on the wire
+//! either: the permanent NDP entry turns it into the MAC, as the VTEP address did.
 //! Unlike Calico's `vxlan-v6.calico`, its outer packets go over the IPv4 underlay (the lab's
 //! underlay has no IPv6), so `local` and the FDB destinations are IPv4 for both families.
 //! Two choices, both tried in a scratch namespace on the 6.18 kernel:
@@ -20,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -108,6 +115,15 @@ impl VxlanFamily {
         }
     }
 
+    /// The next hop that routes and ARP/NDP entries use for a remote VTEP: its address for
+    /// IPv4, the EUI-64 link-local address of its MAC for IPv6 (see the module documentation).
+    pub fn gateway(self, vtep: IpAddr, mac: MacAddr) -> IpAddr {
+        match self {
+            Self::V4 => vtep,
+            Self::V6 => IpAddr::V6(mac.eui64_link_local()),
+        }
+    }
+
     /// The MAC the registration writes for `node` on this family's device.
     pub fn default_mac(self, node: &str) -> MacAddr {
         match self {
@@ -138,6 +154,30 @@ impl MacAddr {
 
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         <[u8; 6]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// `fe80::` + the modified EUI-64 interface identifier (RFC 4291 appendix A): the link-local
+    /// address a link with this MAC gets by default.
+    pub fn eui64_link_local(&self) -> Ipv6Addr {
+        let [a, b, c, d, e, f] = self.0;
+        Ipv6Addr::from([
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            a ^ 0x02,
+            b,
+            c,
+            0xff,
+            0xfe,
+            d,
+            e,
+            f,
+        ])
     }
 }
 
@@ -304,13 +344,13 @@ pub enum NotReady {
 
 /// A remote node's tunnel endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Vtep {
+pub(super) struct Vtep {
     ip: IpAddr,
     mac: MacAddr,
     underlay: Ipv4Addr,
 }
 
-fn remote_vtep(node: &Node, family: VxlanFamily) -> Option<Vtep> {
+pub(super) fn remote_vtep(node: &Node, family: VxlanFamily) -> Option<Vtep> {
     Some(Vtep {
         ip: family.vtep_addr(node)?,
         mac: family.vtep_mac(node)?.parse().ok()?,
@@ -318,15 +358,31 @@ fn remote_vtep(node: &Node, family: VxlanFamily) -> Option<Vtep> {
     })
 }
 
-fn pool_for<'a>(pools: &'a BTreeMap<String, IpPool>, block: &IpNet) -> Option<&'a IpPool> {
+/// The pool `block` was carved from.
+pub(super) fn pool_for<'a>(
+    pools: &'a BTreeMap<String, IpPool>,
+    block: &IpNet,
+) -> Option<&'a IpPool> {
     pools.values().find(|p| p.spec.cidr.contains(block))
 }
 
-fn local_subnet(cfg: &VxlanConfig, local: &Node) -> Option<Ipv4Net> {
+/// This node's underlay IPv4 subnet: the configured one, else its `spec.bgp.ipv4Address`.
+pub(super) fn local_subnet(cfg: &VxlanConfig, local: &Node) -> Option<Ipv4Net> {
     let from_node = || local.spec.bgp.as_ref()?.ipv4_address;
     match cfg.underlay_subnet.or_else(from_node)? {
         IpNet::V4(net) => Some(net.trunc()),
         IpNet::V6(_) => None,
+    }
+}
+
+/// Whether traffic from this node (in `subnet`, if known) to a block of `pool` on the node at
+/// `remote` goes through VXLAN. `CrossSubnet` encapsulates unless both nodes are known to share
+/// the subnet: encapsulating works across any underlay, not encapsulating does not.
+pub(super) fn vxlan_towards(pool: &IpPool, subnet: Option<Ipv4Net>, remote: Ipv4Addr) -> bool {
+    match pool.spec.vxlan_mode {
+        EncapMode::Never => false,
+        EncapMode::Always => true,
+        EncapMode::CrossSubnet => !subnet.is_some_and(|s| s.contains(&remote)),
     }
 }
 
@@ -391,15 +447,16 @@ pub fn compute_desired_for(
         let Some(v) = remote_vtep(node, family) else {
             continue;
         };
+        let gateway = family.gateway(v.ip, v.mac);
         if v.ip == vtep_ip
             || v.mac == mac
-            || desired.neighbours.contains_key(&v.ip)
+            || desired.neighbours.contains_key(&gateway)
             || desired.fdb.contains_key(&v.mac)
         {
             tracing::warn!(node = %name, vtep = %v.ip, mac = %v.mac, "VTEP clashes with another node's; ignored");
             continue;
         }
-        desired.neighbours.insert(v.ip, v.mac);
+        desired.neighbours.insert(gateway, v.mac);
         desired.fdb.insert(v.mac, v.underlay);
         vteps.insert(name, v);
     }
@@ -417,13 +474,8 @@ pub fn compute_desired_for(
         let Some(pool) = pool_for(&view.pools, block) else {
             continue;
         };
-        let encap = match pool.spec.vxlan_mode {
-            EncapMode::Never => false,
-            EncapMode::Always => true,
-            EncapMode::CrossSubnet => !subnet.is_some_and(|s| s.contains(&v.underlay)),
-        };
-        if encap {
-            desired.routes.insert(*block, v.ip);
+        if vxlan_towards(pool, subnet, v.underlay) {
+            desired.routes.insert(*block, family.gateway(v.ip, v.mac));
         }
     }
     Ok(desired)
@@ -435,7 +487,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::delta::DeltaTracker;
-    use crate::dataplane::fixtures::{a, a4, net, node, pool};
+    use crate::dataplane::fixtures::{a, a4, mac, net, node, pool};
 
     fn cfg() -> VxlanConfig {
         VxlanConfig {
@@ -546,15 +598,24 @@ mod tests {
                 address: a("fd00:244::1"),
             })
         );
-        assert_eq!(d6.neighbours, BTreeMap::from([(a("fd00:244::41"), mac2)]));
+        // Next hop: the link-local address of node-2's MAC, not its VTEP address.
+        let gw2 = IpAddr::V6(mac2.eui64_link_local());
+        assert_eq!(d6.neighbours, BTreeMap::from([(gw2, mac2)]));
         assert_eq!(d6.fdb, BTreeMap::from([(mac2, a4("192.0.2.2"))]));
-        assert_eq!(
-            d6.routes,
-            BTreeMap::from([(net("fd00:244::40/122"), a("fd00:244::41"))])
-        );
+        assert_eq!(d6.routes, BTreeMap::from([(net("fd00:244::40/122"), gw2)]));
         // The IPv4 device sees none of it.
         let d4 = desired(&v);
         assert_eq!(d4, desired(&two_nodes()));
+    }
+
+    #[test]
+    fn eui64_link_local_flips_the_universal_local_bit() {
+        let m = mac("52:54:00:12:34:56");
+        assert_eq!(
+            m.eui64_link_local(),
+            "fe80::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(VxlanFamily::V4.gateway(a("10.244.1.1"), m), a("10.244.1.1"));
     }
 
     #[test]

@@ -69,9 +69,13 @@ impl RtNetlink {
     pub fn new(handle: Handle) -> Self {
         Self { handle }
     }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
 }
 
-fn is_gone(e: &rtnetlink::Error) -> bool {
+pub(super) fn is_gone(e: &rtnetlink::Error) -> bool {
     match e {
         rtnetlink::Error::NetlinkError(m) => {
             matches!(-m.raw_code(), ENOENT | ESRCH | ENODEV | EADDRNOTAVAIL)

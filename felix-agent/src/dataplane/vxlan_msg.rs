@@ -227,9 +227,9 @@ pub struct Request {
     pub what: String,
 }
 
-const ADD: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-const ADD_OR_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-const CHANGE_OR_DELETE: u16 = NLM_F_REQUEST | NLM_F_ACK;
+pub(super) const ADD: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+pub(super) const ADD_OR_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+pub(super) const CHANGE_OR_DELETE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 
 impl Request {
     /// Whether this request deletes something (a "not found" answer then means it is done).

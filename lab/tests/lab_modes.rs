@@ -1,0 +1,242 @@
+//! Networking modes over the lab (real binaries, real etcd, namespaces; needs root): routing
+//! without encapsulation, CrossSubnet across the lab's router, and switching a pool's mode live
+//! while traffic flows.
+
+mod lab_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab_support::{lab, lab_bin, ok, require_root_and_binaries, Lab};
+
+/// `pod add` and the pod's (IPv4, IPv6) addresses.
+fn add_pod(name: &str, node: &str, pod: &str) -> (String, String) {
+    let out = ok(&["pod", "add", name, node, pod]);
+    let find = |prefix: &str| {
+        out.split_whitespace()
+            .find(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}* address in {out}"))
+            .to_string()
+    };
+    (find("10.244."), find("fd00:244:"))
+}
+
+fn node_exec(name: &str, node: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["node", "exec", name, node, "--"];
+    args.extend(cmd);
+    ok(&args)
+}
+
+/// Every pod pings every other pod's addresses once; returns the pairs that failed.
+fn unreachable_pairs(name: &str, pods: &[(String, String, String)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (from, _, _) in pods {
+        for (to, v4, v6) in pods {
+            if from == to {
+                continue;
+            }
+            for ip in [v4, v6] {
+                let (reached, _) =
+                    lab(&["pod", "exec", name, from, "--", "ping", "-c1", "-W2", ip]);
+                if !reached {
+                    failures.push(format!("{from} -> {to} ({ip})"));
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// The route of node's main table for `block_of_ip`'s block (the line naming it).
+fn route_to(name: &str, node: &str, family: &str, dst: &str) -> String {
+    node_exec(name, node, &["ip", family, "route", "get", dst])
+}
+
+fn set_mode(name: &str, mode: &str) {
+    let yaml = format!(
+        "apiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: 10.244.0.0/16, vxlanMode: {mode}, natOutgoing: true}}\n---\napiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv6}}\nspec: {{cidr: 'fd00:244::/64', vxlanMode: {mode}}}\n"
+    );
+    let path = std::env::temp_dir().join(format!("trellis-pools-{}-{mode}.yaml", name));
+    std::fs::write(&path, yaml).unwrap();
+    ok(&["ctl", name, "--", "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(path);
+}
+
+/// `ping -i 0.05 -c COUNT` from `pod` to `dst`, started in the background.
+fn pinger(name: &str, pod: &str, dst: &str, count: u32) -> Child {
+    Command::new(lab_bin())
+        .args([
+            "pod", "exec", name, pod, "--", "ping", "-i", "0.05", "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), dst])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Switches every pool to `mode` while two pings (IPv4, IPv6) run from p1 to p2; asserts both
+/// got every reply, and that node-1 routes p2 through `expect_dev` in the end.
+fn switch_under_ping(name: &str, mode: &str, p2: &(String, String, String), expect_dev: &str) {
+    let count = 100;
+    let pings = [
+        pinger(name, "default/p1", &p2.1, count),
+        pinger(name, "default/p1", &p2.2, count),
+    ];
+    std::thread::sleep(Duration::from_millis(1000));
+    set_mode(name, mode);
+    wait_until(
+        &format!(
+            "node-1 routing {} through {expect_dev} after the switch to {mode}",
+            p2.1
+        ),
+        Duration::from_secs(15),
+        || route_to(name, "node-1", "-4", &p2.1).contains(expect_dev),
+    );
+    for p in pings {
+        let out = p.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("{count} received")),
+            "replies lost while switching to vxlanMode {mode}:\n{text}"
+        );
+    }
+    let v6_dev = if expect_dev == "vxlan.trellis" {
+        "vxlan6.trellis"
+    } else {
+        expect_dev
+    };
+    let r6 = route_to(name, "node-1", "-6", &p2.2);
+    assert!(r6.contains(v6_dev), "{r6}");
+}
+
+#[test]
+fn no_encapsulation_routes_directly_and_a_live_mode_switch_loses_nothing() {
+    require_root_and_binaries("the lab creates network namespaces");
+    let name = format!("m{}", std::process::id() % 100_000);
+    let _lab = Lab(name.clone());
+    ok(&[
+        "up",
+        "--name",
+        &name,
+        "--nodes",
+        "3",
+        "--encap",
+        "none",
+        "--dual-stack",
+    ]);
+    let mut pods = Vec::new();
+    for n in 1..=3 {
+        for p in [format!("default/p{n}"), format!("default/q{n}")] {
+            let (v4, v6) = add_pod(&name, &format!("node-{n}"), &p);
+            pods.push((p, v4, v6));
+        }
+    }
+    let failures = unreachable_pairs(&name, &pods);
+    assert!(
+        failures.is_empty(),
+        "unreachable without encapsulation: {failures:#?}"
+    );
+    // Plain routes via the other nodes' underlay addresses, and no VXLAN device at all.
+    let p2 = pods.iter().find(|p| p.0 == "default/p2").unwrap().clone();
+    let r4 = route_to(&name, "node-1", "-4", &p2.1);
+    assert!(r4.contains("via 172.30.0.2 dev eth0"), "{r4}");
+    let r6 = route_to(&name, "node-1", "-6", &p2.2);
+    assert!(r6.contains("via fd00:172:30::2 dev eth0"), "{r6}");
+    let routes = node_exec(&name, "node-1", &["ip", "route", "show", "proto", "80"]);
+    assert_eq!(
+        routes.matches("metric 10").count(),
+        2,
+        "one per remote node: {routes}"
+    );
+    let links = node_exec(&name, "node-1", &["ip", "-o", "link"]);
+    assert!(!links.contains("vxlan"), "{links}");
+
+    // Live: to VXLAN and back, with pings running, no agent restarted, no pod re-created.
+    switch_under_ping(&name, "Always", &p2, "vxlan.trellis");
+    let failures = unreachable_pairs(&name, &pods);
+    assert!(
+        failures.is_empty(),
+        "unreachable after the switch to VXLAN: {failures:#?}"
+    );
+    let routes = node_exec(&name, "node-1", &["ip", "route", "show", "proto", "80"]);
+    assert!(
+        !routes.contains("metric 10"),
+        "direct routes left behind: {routes}"
+    );
+    switch_under_ping(&name, "Never", &p2, "eth0");
+    let failures = unreachable_pairs(&name, &pods);
+    assert!(
+        failures.is_empty(),
+        "unreachable after the switch back: {failures:#?}"
+    );
+}
+
+#[test]
+fn cross_subnet_encapsulates_only_across_the_router() {
+    require_root_and_binaries("the lab creates network namespaces");
+    let name = format!("c{}", std::process::id() % 100_000);
+    // Refused before anything is created: nothing would route pods between the subnets.
+    let (up, out) = lab(&["up", "--name", &name, "--subnets", "2", "--encap", "none"]);
+    assert!(!up && out.contains("without BGP"), "{out}");
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains(&format!("tl-{name}-")),
+        "a refused up left namespaces behind"
+    );
+
+    let _lab = Lab(name.clone());
+    ok(&[
+        "up",
+        "--name",
+        &name,
+        "--nodes",
+        "3",
+        "--subnets",
+        "2",
+        "--encap",
+        "cross-subnet",
+        "--dual-stack",
+    ]);
+    let status = ok(&["status", &name]);
+    assert!(
+        status.contains("172.30.0.2") && status.contains("172.30.1.3"),
+        "{status}"
+    );
+    let mut pods = Vec::new();
+    for n in 1..=3 {
+        let p = format!("default/p{n}");
+        let (v4, v6) = add_pod(&name, &format!("node-{n}"), &p);
+        pods.push((p, v4, v6));
+    }
+    let failures = unreachable_pairs(&name, &pods);
+    assert!(
+        failures.is_empty(),
+        "unreachable with CrossSubnet: {failures:#?}"
+    );
+    // node-2 shares node-1's segment: plain route. node-3 is behind the router: VXLAN.
+    let r = route_to(&name, "node-1", "-4", &pods[1].1);
+    assert!(r.contains("via 172.30.0.2 dev eth0"), "{r}");
+    let r = route_to(&name, "node-1", "-6", &pods[1].2);
+    assert!(r.contains("dev eth0"), "{r}");
+    let r = route_to(&name, "node-1", "-4", &pods[2].1);
+    assert!(r.contains("dev vxlan.trellis"), "{r}");
+    let r = route_to(&name, "node-1", "-6", &pods[2].2);
+    assert!(r.contains("dev vxlan6.trellis"), "{r}");
+    let r = route_to(&name, "node-3", "-4", &pods[0].1);
+    assert!(r.contains("dev vxlan.trellis"), "{r}");
+    // The router itself knows no pod address: cross-subnet pod traffic is encapsulated.
+    let ul = Command::new("ip")
+        .args(["-n", &format!("tl-{name}-ul"), "route"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ul.stdout).contains("10.244."));
+}
