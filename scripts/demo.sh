@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Trellis demo: a 3-node cluster in network namespaces (trellis-lab), pods on every node
 # wired by the trellis CNI plugin, all-pairs ping across VXLAN, iperf3 between nodes next to
-# the underlay's own throughput, an agent crash that loses no packet, IPAM shown and checked,
-# a bad resource rejected. Removes everything at the end.
+# the underlay's own throughput, an agent crash that loses no packet, a live switch from VXLAN
+# to plain routes that loses none either, IPAM shown and checked, a bad resource rejected. Removes everything at the end.
 #   scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +66,26 @@ pinger=$!
 sleep 1
 show "$LAB" node restart "$NAME" node-1 --hard
 wait "$pinger"
+
+step "switching the pools to no encapsulation, live, while web-11 pings web-21 every 0.05 s"
+route() { "$LAB" node exec "$NAME" node-1 -- ip route get "$dst_pod" | head -1; }
+printf 'node-1 route to web-21 before: %s\n' "$(route)"
+"$LAB" pod exec "$NAME" default/web-11 -- ping -i 0.05 -c 80 -W 1 "$dst_pod" | tail -2 &
+pinger=$!
+sleep 1
+"$LAB" ctl "$NAME" -- apply -f - <<'YAML'
+apiVersion: trellis.dev/v1
+kind: IPPool
+metadata: {name: default-ipv4}
+spec: {cidr: 10.244.0.0/16, vxlanMode: Never, natOutgoing: true}
+---
+apiVersion: trellis.dev/v1
+kind: IPPool
+metadata: {name: default-ipv6}
+spec: {cidr: 'fd00:244::/64', vxlanMode: Never}
+YAML
+wait "$pinger"
+printf 'node-1 route to web-21 after:  %s\n' "$(route)"
 
 step "the datastore's view"
 show "$LAB" ctl "$NAME" -- get workloadendpoints -A
