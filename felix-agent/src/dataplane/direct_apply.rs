@@ -20,7 +20,7 @@ use super::direct::{
     DirectNotReady,
 };
 use super::vxlan::{ClusterView, VxlanConfig};
-use super::vxlan_apply::{is_gone, ApplyStats, RtNetlink, VxlanNetlink};
+use super::vxlan_apply::{ApplyStats, Pass, RtNetlink, VxlanNetlink};
 use super::vxlan_msg::Request;
 use super::{ClusterUpdate, DataplaneError};
 
@@ -152,17 +152,17 @@ impl DirectRouteManager {
             self.needs_resync = false;
             self.last_stats.resynced = true;
         }
-        let mut first_error = None;
+        let mut pass = Pass::new();
+        pass.stats.resynced = self.last_stats.resynced;
         let stale: Vec<(IpNet, IpAddr)> = self
             .routes
             .pending_deletions()
             .map(|k| (*k, self.routes.dataplane()[k]))
             .collect();
         for (block, via) in stale {
-            if self
-                .send(nl, delete_direct_route(block, via), &mut first_error)
-                .await
-            {
+            let req = delete_direct_route(block, via);
+            let result = nl.send_route(&req).await;
+            if pass.record(req, result) {
                 self.routes.mark_applied_deletion(&block);
             }
         }
@@ -172,50 +172,18 @@ impl DirectRouteManager {
             .map(|(k, v)| (*k, *v))
             .collect();
         for (block, via) in todo {
-            let ours = self.routes.dataplane().contains_key(&block);
-            if self
-                .send(nl, add_direct_route(block, via, ours), &mut first_error)
-                .await
-            {
+            let req = add_direct_route(block, via, self.routes.dataplane().contains_key(&block));
+            let result = nl.send_route(&req).await;
+            if pass.record(req, result) {
                 self.routes.mark_applied_update(&block);
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(first) => {
-                self.needs_resync = true;
-                Err(DataplaneError::Writes {
-                    failed: self.last_stats.failures,
-                    attempted: self.last_stats.writes,
-                    first: Box::new(first),
-                })
-            }
+        self.last_stats = pass.stats;
+        let result = pass.finish(Ok(()));
+        if result.is_err() {
+            self.needs_resync = true;
         }
-    }
-
-    async fn send(
-        &mut self,
-        nl: &mut dyn RouteNetlink,
-        req: Request,
-        first_error: &mut Option<DataplaneError>,
-    ) -> bool {
-        self.last_stats.writes += 1;
-        match nl.send_route(&req).await {
-            Ok(()) => {
-                tracing::debug!(what = %req.what, "direct route write");
-                true
-            }
-            Err(e) if req.is_delete() && is_gone(&e) => true,
-            Err(e) => {
-                tracing::warn!(what = %req.what, error = %e, "direct route write failed");
-                self.last_stats.failures += 1;
-                first_error.get_or_insert(DataplaneError::Write {
-                    what: req.what,
-                    source: e,
-                });
-                false
-            }
-        }
+        result
     }
 }
 

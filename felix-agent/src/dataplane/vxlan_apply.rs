@@ -220,24 +220,37 @@ impl Default for VxlanExecutor {
     }
 }
 
-/// Write outcomes of one pass.
-struct Pass {
-    stats: ApplyStats,
+/// Write outcomes of one pass (shared with the direct-route manager).
+pub(super) struct Pass {
+    pub(super) stats: ApplyStats,
     first_error: Option<DataplaneError>,
 }
 
 impl Pass {
+    pub(super) fn new() -> Self {
+        Self {
+            stats: ApplyStats::default(),
+            first_error: None,
+        }
+    }
+
     /// Sends `req`; a failure is logged and remembered, and the pass goes on with the rest.
     async fn send(&mut self, nl: &mut dyn VxlanNetlink, req: Request) -> bool {
+        let result = nl.send(&req).await;
+        self.record(req, result)
+    }
+
+    /// Counts a write and its result; a delete of something already gone is a success.
+    pub(super) fn record(&mut self, req: Request, result: Result<(), rtnetlink::Error>) -> bool {
         self.stats.writes += 1;
-        match nl.send(&req).await {
+        match result {
             Ok(()) => {
-                tracing::debug!(what = %req.what, "vxlan dataplane write");
+                tracing::debug!(what = %req.what, "dataplane write");
                 true
             }
             Err(e) if req.is_delete() && is_gone(&e) => true,
             Err(e) => {
-                tracing::warn!(what = %req.what, error = %e, "vxlan dataplane write failed");
+                tracing::warn!(what = %req.what, error = %e, "dataplane write failed");
                 self.stats.failures += 1;
                 self.first_error.get_or_insert(DataplaneError::Write {
                     what: req.what,
@@ -245,6 +258,22 @@ impl Pass {
                 });
                 false
             }
+        }
+    }
+
+    /// The pass's result: `result` if the pass itself failed, else the failed writes, if any.
+    pub(super) fn finish(
+        &mut self,
+        result: Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        match (result, self.first_error.take()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(first)) => Err(DataplaneError::Writes {
+                failed: self.stats.failures,
+                attempted: self.stats.writes,
+                first: Box::new(first),
+            }),
         }
     }
 }
@@ -321,21 +350,10 @@ impl VxlanExecutor {
     /// One reconcile pass. Any failure leaves "needs resync" set, so the next pass starts by
     /// reading the kernel again and retries what is still missing.
     pub async fn apply(&mut self, nl: &mut dyn VxlanNetlink) -> Result<(), DataplaneError> {
-        let mut pass = Pass {
-            stats: ApplyStats::default(),
-            first_error: None,
-        };
+        let mut pass = Pass::new();
         let result = self.apply_pass(nl, &mut pass).await;
         self.last_stats = pass.stats;
-        let result = match (result, pass.first_error) {
-            (Err(e), _) => Err(e),
-            (Ok(()), None) => Ok(()),
-            (Ok(()), Some(first)) => Err(DataplaneError::Writes {
-                failed: pass.stats.failures,
-                attempted: pass.stats.writes,
-                first: Box::new(first),
-            }),
-        };
+        let result = pass.finish(result);
         if result.is_err() {
             self.needs_resync = true;
         }
