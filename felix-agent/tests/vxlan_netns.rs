@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use netns_support::{cleanup_stale, in_ns, ip, is_root, run};
@@ -117,7 +118,9 @@ impl NodeAgent {
                 let (conn, handle, _) = rtnetlink::new_connection().unwrap();
                 tokio::spawn(conn);
                 let mut seen: Vec<ClusterUpdate> = Vec::new();
-                let mut mgr = VxlanManager::new(config.clone());
+                let new_manager =
+                    || VxlanManager::new(config.clone()).with_device_linger(DEVICE_LINGER);
+                let mut mgr = new_manager();
                 while let Ok((cmd, reply)) = rx.recv() {
                     match cmd {
                         Cmd::Updates(updates) => {
@@ -127,7 +130,7 @@ impl NodeAgent {
                             seen.extend(updates);
                         }
                         Cmd::Restart => {
-                            mgr = VxlanManager::new(config.clone());
+                            mgr = new_manager();
                             for u in &seen {
                                 mgr.on_update(u);
                             }
@@ -250,6 +253,9 @@ fn ping(ns: &str, from: &str, to: &str) -> (bool, String) {
 fn our_routes(ns: &str) -> String {
     ip(&format!("-n {ns} route show proto {ROUTE_PROTOCOL}"))
 }
+
+/// How long the test's managers keep an unneeded device (the agent's is 30 s).
+const DEVICE_LINGER: Duration = Duration::from_millis(300);
 
 #[test]
 fn vxlan_manager_in_two_node_namespaces() {
@@ -395,11 +401,23 @@ fn vxlan_manager_in_two_node_namespaces() {
         "still routed after Never"
     );
 
-    // 6. No pool uses VXLAN any more: the device goes; the route on eth0 with our protocol stays.
+    // 6. No pool uses VXLAN any more: the device lingers a while for peers still sending to it,
+    // then goes; the route on eth0 with our protocol stays.
     for a in &agents {
         a.send(Cmd::Updates(vec![ClusterUpdate::PoolDeleted(
             "spare".into(),
         )]));
+    }
+    for n in [n1, n2] {
+        let (exists, _) = in_ns(n, &["ip", "link", "show", "dev", "vxlan.trellis"]);
+        assert!(
+            exists,
+            "vxlan.trellis went at once in {n}, without lingering"
+        );
+    }
+    thread::sleep(DEVICE_LINGER + Duration::from_millis(50));
+    for a in &agents {
+        a.send(Cmd::Updates(Vec::new()));
     }
     for n in [n1, n2] {
         let (exists, _) = in_ns(n, &["ip", "link", "show", "dev", "vxlan.trellis"]);
