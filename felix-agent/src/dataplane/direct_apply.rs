@@ -121,6 +121,19 @@ impl DirectRouteManager {
         &mut self,
         nl: &mut dyn RouteNetlink,
     ) -> Result<(), DataplaneError> {
+        let added = self.apply_additions(nl).await;
+        let deleted = self.apply_deletions(nl).await;
+        added.and(deleted)
+    }
+
+    /// The first half of a pass: computes the desired routes, reads the kernel if needed, and
+    /// adds or replaces routes. The agent runs it before the VXLAN managers and
+    /// [`Self::apply_deletions`] after them, so a block switching between VXLAN and a direct
+    /// route always has one of the two (make before break, in both directions).
+    pub async fn apply_additions(
+        &mut self,
+        nl: &mut dyn RouteNetlink,
+    ) -> Result<(), DataplaneError> {
         self.last_stats = ApplyStats::default();
         if self.dirty {
             self.dirty = false;
@@ -152,25 +165,12 @@ impl DirectRouteManager {
             self.needs_resync = false;
             self.last_stats.resynced = true;
         }
-        let mut pass = Pass::new();
-        pass.stats.resynced = self.last_stats.resynced;
-        let stale: Vec<(IpNet, IpAddr)> = self
-            .routes
-            .pending_deletions()
-            .map(|k| (*k, self.routes.dataplane()[k]))
-            .collect();
-        for (block, via) in stale {
-            let req = delete_direct_route(block, via);
-            let result = nl.send_route(&req).await;
-            if pass.record(req, result) {
-                self.routes.mark_applied_deletion(&block);
-            }
-        }
         let todo: Vec<(IpNet, IpAddr)> = self
             .routes
             .pending_updates()
             .map(|(k, v)| (*k, *v))
             .collect();
+        let mut pass = Pass::new();
         for (block, via) in todo {
             let req = add_direct_route(block, via, self.routes.dataplane().contains_key(&block));
             let result = nl.send_route(&req).await;
@@ -178,7 +178,37 @@ impl DirectRouteManager {
                 self.routes.mark_applied_update(&block);
             }
         }
-        self.last_stats = pass.stats;
+        self.finish(pass)
+    }
+
+    /// The second half of a pass: deletes the routes no longer desired.
+    pub async fn apply_deletions(
+        &mut self,
+        nl: &mut dyn RouteNetlink,
+    ) -> Result<(), DataplaneError> {
+        if self.not_ready.is_some() || self.needs_resync {
+            return Ok(());
+        }
+        let stale: Vec<(IpNet, IpAddr)> = self
+            .routes
+            .pending_deletions()
+            .map(|k| (*k, self.routes.dataplane()[k]))
+            .collect();
+        let mut pass = Pass::new();
+        for (block, via) in stale {
+            let req = delete_direct_route(block, via);
+            let result = nl.send_route(&req).await;
+            if pass.record(req, result) {
+                self.routes.mark_applied_deletion(&block);
+            }
+        }
+        self.finish(pass)
+    }
+
+    /// Adds a half pass's writes to the stats; a failure makes the next pass re-read the kernel.
+    fn finish(&mut self, mut pass: Pass) -> Result<(), DataplaneError> {
+        self.last_stats.writes += pass.stats.writes;
+        self.last_stats.failures += pass.stats.failures;
         let result = pass.finish(Ok(()));
         if result.is_err() {
             self.needs_resync = true;

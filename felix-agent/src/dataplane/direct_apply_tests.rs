@@ -39,9 +39,10 @@ fn programs_the_difference_and_a_restart_writes_nothing() {
     assert_eq!(
         k.take_sent(),
         vec![
-            "delete route 10.244.9.0/26 via 192.0.2.9 proto 80 metric 10",
+            // Additions first: make before break.
             "add route 10.244.1.0/26 via 192.0.2.2 proto 80 metric 10",
             "add route 10.244.2.0/26 via 192.0.2.3 proto 80 metric 10",
+            "delete route 10.244.9.0/26 via 192.0.2.9 proto 80 metric 10",
         ]
     );
     assert!(m.last_stats().resynced);

@@ -132,6 +132,13 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                 failed = true;
             }
         }
+        // Direct routes are added before the VXLAN managers run and deleted after them: a block
+        // switching either way keeps a route throughout (the two never clash, see `direct`).
+        let direct_work = direct.has_pending_work();
+        if direct_work {
+            let res = direct.apply_additions(nl).await;
+            failed |= report(&metrics, res, "adding direct routes");
+        }
         for manager in &mut managers {
             if !manager.has_pending_work() {
                 continue;
@@ -146,18 +153,12 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                 failed = true;
             }
         }
-        // After the VXLAN managers: a block switching to VXLAN loses its direct route only
-        // once its VXLAN route is in (the two never clash, see `direct`).
-        if direct.has_pending_work() {
-            let res = direct.complete_deferred_work_with(nl).await;
+        if direct_work {
+            let res = direct.apply_deletions(nl).await;
             metrics
                 .dataplane_writes
                 .inc_by(direct.last_stats().writes as u64);
-            if let Err(e) = res {
-                metrics.reconcile_errors.inc();
-                tracing::warn!(error = %e, "programming direct routes; retrying");
-                failed = true;
-            }
+            failed |= report(&metrics, res, "deleting direct routes");
         }
         metrics.routes_programmed.set(
             (managers
@@ -179,6 +180,18 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
         retry_armed = wake.is_some();
         if let Some(at) = wake {
             retry.as_mut().reset(tokio::time::Instant::from_std(at));
+        }
+    }
+}
+
+/// Counts and logs a manager's failed pass; returns whether it failed.
+fn report(metrics: &Metrics, res: Result<(), super::DataplaneError>, what: &str) -> bool {
+    match res {
+        Ok(()) => false,
+        Err(e) => {
+            metrics.reconcile_errors.inc();
+            tracing::warn!(error = %e, "{what}; retrying");
+            true
         }
     }
 }
