@@ -29,17 +29,15 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
-};
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::RouteMessageBuilder;
 use trellis_datastore::resources::EncapMode;
 
 use super::vxlan::{
     local_subnet, pool_for, remote_vtep, vxlan_towards, ClusterView, VxlanConfig, VxlanFamily,
 };
-use super::vxlan_msg::{Request, ADD, ADD_OR_REPLACE, CHANGE_OR_DELETE};
+use super::vxlan_msg::{parse_owned_route, Request, ADD, ADD_OR_REPLACE, CHANGE_OR_DELETE};
 use super::ROUTE_PROTOCOL;
 
 /// Metric of every direct route (see the module documentation).
@@ -147,42 +145,14 @@ pub fn delete_direct_route(block: IpNet, via: IpAddr) -> Request {
     }
 }
 
-/// A direct route of ours: main table, protocol 80, unicast, metric [`DIRECT_ROUTE_METRIC`], a
-/// gateway of the route's family.
+/// A direct route of ours: [`parse_owned_route`] with metric [`DIRECT_ROUTE_METRIC`] and a
+/// gateway.
 pub fn parse_direct_route(msg: &RouteMessage) -> Option<(IpNet, IpAddr)> {
-    let h = &msg.header;
-    let v6 = match h.address_family {
-        AddressFamily::Inet => false,
-        AddressFamily::Inet6 => true,
-        _ => return None,
-    };
-    let (mut table, mut metric) = (u32::from(h.table), 0);
-    let (mut dst, mut gateway) = (None, None);
-    for a in &msg.attributes {
-        match a {
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Priority(p) => metric = *p,
-            RouteAttribute::Destination(RouteAddress::Inet(d)) if !v6 => dst = Some(IpAddr::V4(*d)),
-            RouteAttribute::Destination(RouteAddress::Inet6(d)) if v6 => dst = Some(IpAddr::V6(*d)),
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) if !v6 => gateway = Some(IpAddr::V4(*g)),
-            RouteAttribute::Gateway(RouteAddress::Inet6(g)) if v6 => gateway = Some(IpAddr::V6(*g)),
-            _ => {}
-        }
-    }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN)
-        || u8::from(h.protocol) != ROUTE_PROTOCOL
-        || h.kind != RouteType::Unicast
-        || metric != DIRECT_ROUTE_METRIC
-    {
+    let r = parse_owned_route(msg)?;
+    if r.metric != DIRECT_ROUTE_METRIC {
         return None;
     }
-    let dst = dst.unwrap_or(if v6 {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    });
-    let net = IpNet::new(dst, h.destination_prefix_length).ok()?;
-    Some((net, gateway?))
+    Some((r.dst, r.gateway?))
 }
 
 #[cfg(test)]

@@ -102,11 +102,6 @@ impl DirectRouteManager {
         self.routes.dataplane().len()
     }
 
-    /// The routes as tracked: desired and in the kernel.
-    pub fn routes(&self) -> &DeltaTracker<IpNet, IpAddr> {
-        &self.routes
-    }
-
     pub fn last_stats(&self) -> ApplyStats {
         self.last_stats
     }

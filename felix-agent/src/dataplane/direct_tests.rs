@@ -1,3 +1,4 @@
+use rtnetlink::packet_route::route::RouteAttribute;
 use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
 use trellis_datastore::resources::Node;
 

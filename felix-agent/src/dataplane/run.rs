@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{select_all, StreamExt};
-use trellis_datastore::resources::NodeSpec;
 use trellis_datastore::watcher::Watcher;
-use trellis_datastore::{codec, keys, Datastore};
+use trellis_datastore::Datastore;
 use trellis_ipam::NodeIpam;
 
 use super::direct_apply::{DirectRouteManager, RouteNetlink};
@@ -52,13 +51,7 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
             .boxed()
     }));
     let mut syncer = Syncer::default();
-    // One manager per pod address family: vxlan.trellis (IPv4) and vxlan6.trellis (IPv6).
-    let mut managers = [
-        VxlanManager::for_family(config.vxlan.clone(), VxlanFamily::V4),
-        VxlanManager::for_family(config.vxlan.clone(), VxlanFamily::V6),
-    ];
-    let mut direct = DirectRouteManager::new(config.vxlan);
-    let mut nat = NatManager::new();
+    let mut m = Managers::new(config.vxlan);
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     let mut pools_changed = true;
@@ -72,23 +65,13 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                 Some((prefix, Ok(ev))) => {
                     for u in syncer.on_event(prefix, ev) {
                         pools_changed |= matches!(u, ClusterUpdate::PoolUpdated(_) | ClusterUpdate::PoolDeleted(_));
-                        for m in &mut managers {
-                            m.on_update(&u);
-                        }
-                        direct.on_update(&u);
-                        nat.on_update(&u);
+                        m.on_update(&u);
                     }
                 }
                 Some((prefix, Err(e))) => tracing::warn!(%prefix, error = %e, "watch"),
                 None => return,
             },
-            _ = resync.tick() => {
-                for m in &mut managers {
-                    m.request_resync();
-                }
-                direct.request_resync();
-                nat.request_resync();
-            }
+            _ = resync.tick() => m.request_resync(),
             _ = &mut retry, if retry_armed => retry_armed = false,
         }
         if !syncer.in_sync() {
@@ -101,21 +84,11 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                 // The managers see the VTEP just recorded now, not when the watch brings the
                 // node back: other nodes may already be sending to it, so the device must not
                 // wait for that round trip.
-                Ok(_) => match codec::get_object::<NodeSpec>(ds.as_ref(), &keys::node(&node)).await
-                {
-                    Ok(Some(own)) => {
-                        let u = ClusterUpdate::NodeUpdated(own.value);
-                        for m in &mut managers {
-                            m.on_update(&u);
-                        }
-                        direct.on_update(&u);
-                        nat.on_update(&u);
+                Ok(vteps) => {
+                    if let Some(own) = vteps.node {
+                        m.on_update(&ClusterUpdate::NodeUpdated(own));
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "re-reading this node; the watch will bring it")
-                    }
-                },
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "VXLAN tunnel endpoint");
                     pools_changed = true;
@@ -123,23 +96,20 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                 }
             }
         }
-        if nat.has_pending_work() {
+        if m.nat.has_pending_work() {
             // `nft -f` takes a few milliseconds; this task only serves the dataplane, so it
             // waits for it rather than hand the manager to a blocking thread.
-            if let Err(e) = nat.complete_deferred_work(nft) {
-                metrics.reconcile_errors.inc();
-                tracing::warn!(error = %e, "programming natOutgoing; retrying");
-                failed = true;
-            }
+            let res = m.nat.complete_deferred_work(nft);
+            failed |= report(&metrics, res, "programming natOutgoing");
         }
         // Direct routes are added before the VXLAN managers run and deleted after them: a block
         // switching either way keeps a route throughout (the two never clash, see `direct`).
-        let direct_work = direct.has_pending_work();
+        let direct_work = m.direct.has_pending_work();
         if direct_work {
-            let res = direct.apply_additions(nl).await;
+            let res = m.direct.apply_additions(nl).await;
             failed |= report(&metrics, res, "adding direct routes");
         }
-        for manager in &mut managers {
+        for manager in &mut m.vxlan {
             if !manager.has_pending_work() {
                 continue;
             }
@@ -147,29 +117,19 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
             metrics
                 .dataplane_writes
                 .inc_by(manager.last_stats().writes as u64);
-            if let Err(e) = res {
-                metrics.reconcile_errors.inc();
-                tracing::warn!(error = %e, "programming VXLAN; retrying");
-                failed = true;
-            }
+            failed |= report(&metrics, res, "programming VXLAN");
         }
         if direct_work {
-            let res = direct.apply_deletions(nl).await;
+            let res = m.direct.apply_deletions(nl).await;
             metrics
                 .dataplane_writes
-                .inc_by(direct.last_stats().writes as u64);
+                .inc_by(m.direct.last_stats().writes as u64);
             failed |= report(&metrics, res, "deleting direct routes");
         }
-        metrics.routes_programmed.set(
-            (managers
-                .iter()
-                .map(|m| m.routes_programmed())
-                .sum::<usize>()
-                + direct.routes_programmed()) as i64,
-        );
+        metrics.routes_programmed.set(m.routes_programmed() as i64);
         // A failed pass is retried on a timer, not only on the next event or resync; a manager
         // with work due later (a lingering device) gets a pass then.
-        let mut wake = managers.iter().filter_map(|m| m.wake_at()).min();
+        let mut wake = m.vxlan.iter().filter_map(|v| v.wake_at()).min();
         if failed {
             let at = std::time::Instant::now() + backoff;
             wake = Some(wake.map_or(at, |w| w.min(at)));
@@ -184,8 +144,54 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
     }
 }
 
+/// Every manager the loop drives; each cluster update and resync request reaches all of them.
+struct Managers {
+    /// One per pod address family: vxlan.trellis (IPv4) and vxlan6.trellis (IPv6).
+    vxlan: [VxlanManager; 2],
+    direct: DirectRouteManager,
+    nat: NatManager,
+}
+
+impl Managers {
+    fn new(config: VxlanConfig) -> Self {
+        Self {
+            vxlan: [
+                VxlanManager::for_family(config.clone(), VxlanFamily::V4),
+                VxlanManager::for_family(config.clone(), VxlanFamily::V6),
+            ],
+            direct: DirectRouteManager::new(config),
+            nat: NatManager::new(),
+        }
+    }
+
+    fn on_update(&mut self, u: &ClusterUpdate) {
+        for v in &mut self.vxlan {
+            v.on_update(u);
+        }
+        self.direct.on_update(u);
+        self.nat.on_update(u);
+    }
+
+    fn request_resync(&mut self) {
+        for v in &mut self.vxlan {
+            v.request_resync();
+        }
+        self.direct.request_resync();
+        self.nat.request_resync();
+    }
+
+    /// Routes to other nodes' blocks in the kernel, VXLAN and direct.
+    fn routes_programmed(&self) -> usize {
+        self.vxlan
+            .iter()
+            .map(|v| v.routes_programmed())
+            .sum::<usize>()
+            + self.direct.routes_programmed()
+    }
+}
+
 /// Counts and logs a manager's failed pass; returns whether it failed.
-fn report(metrics: &Metrics, res: Result<(), super::DataplaneError>, what: &str) -> bool {
+fn report<E: std::fmt::Display>(metrics: &Metrics, res: Result<(), E>, what: &str) -> bool {
     match res {
         Ok(()) => false,
         Err(e) => {

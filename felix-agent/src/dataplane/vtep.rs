@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trellis_datastore::codec;
 use trellis_datastore::resources::ipam::{AllocationAttributes, AllocationKind};
-use trellis_datastore::resources::{EncapMode, IpPoolSpec, NodeSpec};
+use trellis_datastore::resources::{EncapMode, IpPoolSpec, Node, NodeSpec};
 use trellis_datastore::{keys, Datastore, DatastoreError};
 use trellis_ipam::{AssignRequest, IpamError, NodeIpam};
 
@@ -36,10 +36,13 @@ pub enum VtepError {
 }
 
 /// This node's VTEPs, one per pod address family that needs VXLAN.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vteps {
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
+    /// The node as stored after recording them (`resourceVersion` included, as a watch
+    /// delivers it); `None` when no family needs VXLAN.
+    pub node: Option<Node>,
 }
 
 /// Makes sure this node has a VTEP for each address family with an enabled pool whose
@@ -75,7 +78,7 @@ pub async fn ensure_vtep(
             continue;
         }
         let address = vtep_address(ipam, ds, node, family, pools).await?;
-        record(ds, node, family, address).await?;
+        out.node = Some(record(ds, node, family, address).await?);
         match address {
             IpAddr::V4(a) => out.v4 = Some(a),
             IpAddr::V6(a) => out.v6 = Some(a),
@@ -132,7 +135,7 @@ async fn record(
     node: &str,
     family: VxlanFamily,
     address: IpAddr,
-) -> Result<(), VtepError> {
+) -> Result<Node, VtepError> {
     let dse = |source| VtepError::Datastore {
         node: node.to_string(),
         source,
@@ -161,13 +164,14 @@ async fn record(
         };
         let mac_now = mac_slot.replace(mac.clone());
         if addr_now == Some(address) && mac_now.as_deref() == Some(mac.as_str()) {
-            return Ok(());
+            return Ok(n.value);
         }
         let value = codec::encode_object(&n.value).map_err(dse)?;
         match ds.update(&n.key, value, n.revision).await {
-            Ok(_) => {
+            Ok(revision) => {
                 tracing::info!(%node, vtep = %address, %mac, device = family.device(), "recorded VXLAN tunnel endpoint");
-                return Ok(());
+                n.value.metadata.resource_version = Some(revision.to_string());
+                return Ok(n.value);
             }
             Err(e) if e.lost_race() => continue,
             Err(e) => return Err(dse(e)),
@@ -247,6 +251,7 @@ mod tests {
             Some(vtep_mac_v6_for("n1"))
         );
         assert_eq!(n.value.spec.vxlan_tunnel_mac_addr, Some(vtep_mac_for("n1")));
+        assert_eq!(both.node.as_ref(), Some(&n.value), "the node as stored");
 
         let again = ensure_vtep(ds.as_ref(), &ipam, "n1").await.unwrap();
         assert_eq!(again, both, "idempotent");

@@ -75,7 +75,7 @@ impl RtNetlink {
     }
 }
 
-pub(super) fn is_gone(e: &rtnetlink::Error) -> bool {
+fn is_gone(e: &rtnetlink::Error) -> bool {
     match e {
         rtnetlink::Error::NetlinkError(m) => {
             matches!(-m.raw_code(), ENOENT | ESRCH | ENODEV | EADDRNOTAVAIL)

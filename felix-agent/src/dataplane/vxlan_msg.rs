@@ -172,34 +172,37 @@ pub fn parse_fdb(msg: &NeighbourMessage, index: u32) -> Option<(MacAddr, Ipv4Add
     }
 }
 
-/// A route of ours: main table, protocol [`ROUTE_PROTOCOL`], unicast, out of link `index`, with
-/// a gateway of the route's family.
-pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(IpNet, IpAddr)> {
+/// A main-table unicast route with protocol [`ROUTE_PROTOCOL`]: the kind every route manager
+/// of the agent owns; each then keeps its own by device or metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedRoute {
+    pub dst: IpNet,
+    /// A gateway of the route's family, if any.
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// `RTA_PRIORITY`; 0 when absent.
+    pub metric: u32,
+}
+
+/// The route if it is main table, protocol [`ROUTE_PROTOCOL`], unicast; else `None`.
+pub fn parse_owned_route(msg: &RouteMessage) -> Option<OwnedRoute> {
     let h = &msg.header;
-    let table = msg
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(h.table));
-    if !matches!(h.address_family, AddressFamily::Inet | AddressFamily::Inet6)
-        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
-        || u8::from(h.protocol) != ROUTE_PROTOCOL
-        || h.kind != RouteType::Unicast
-    {
-        return None;
-    }
-    let v6 = h.address_family == AddressFamily::Inet6;
+    let v6 = match h.address_family {
+        AddressFamily::Inet => false,
+        AddressFamily::Inet6 => true,
+        _ => return None,
+    };
+    let mut table = u32::from(h.table);
     let mut dst = if v6 {
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
-    let (mut oif, mut gateway) = (None, None);
+    let (mut oif, mut gateway, mut metric) = (None, None, 0);
     for a in &msg.attributes {
         match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::Destination(RouteAddress::Inet(d)) if !v6 => dst = IpAddr::V4(*d),
             RouteAttribute::Destination(RouteAddress::Inet6(d)) if v6 => dst = IpAddr::V6(*d),
             RouteAttribute::Oif(i) => oif = Some(*i),
@@ -208,11 +211,27 @@ pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(IpNet, IpAddr)> {
             _ => {}
         }
     }
-    if oif != Some(index) {
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || u8::from(h.protocol) != ROUTE_PROTOCOL
+        || h.kind != RouteType::Unicast
+    {
         return None;
     }
-    let net = IpNet::new(dst, h.destination_prefix_length).ok()?;
-    Some((net, gateway?))
+    Some(OwnedRoute {
+        dst: IpNet::new(dst, h.destination_prefix_length).ok()?,
+        gateway,
+        oif,
+        metric,
+    })
+}
+
+/// A route of the VXLAN manager: [`parse_owned_route`], out of link `index`, with a gateway.
+pub fn parse_route(msg: &RouteMessage, index: u32) -> Option<(IpNet, IpAddr)> {
+    let r = parse_owned_route(msg)?;
+    if r.oif != Some(index) {
+        return None;
+    }
+    Some((r.dst, r.gateway?))
 }
 
 // ---------------------------------------------------------------------------------------------
