@@ -1,7 +1,9 @@
 //! Shared pieces of the Trellis benchmarks (binaries under `src/bin/`).
 //!
 //! - [`stats`]: latency histograms in microseconds and the wall-clock span of a timed run;
-//! - [`report`]: the printed table and the trellis-over-floor ratios.
+//! - [`report`]: the printed table and the trellis-over-floor ratios;
+//! - [`host`]: what a benchmark needs of the machine (root).
 
+pub mod host;
 pub mod report;
 pub mod stats;

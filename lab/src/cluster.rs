@@ -21,14 +21,17 @@ use anyhow::{bail, Context};
 use crate::sh::{self, ip};
 use crate::state::{self, LabState, NodeState, NETNS_PREFIX};
 
-const UNDERLAY_GW: &str = "172.30.0.254";
-
 /// The most subnets a lab underlay has.
 pub const MAX_SUBNETS: usize = 2;
 
 /// The segment (0-based) node `i` (1-based) of `nodes` sits on.
 fn segment_of(i: usize, nodes: usize, subnets: usize) -> usize {
     (i - 1) * subnets / nodes
+}
+
+/// etcd listens on the first segment's gateway address.
+fn etcd_ip() -> String {
+    gateway4(0)
 }
 
 /// The router's (and etcd's) addresses on segment `s`.
@@ -192,7 +195,7 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         name: a.name.clone(),
         underlay_netns: ul.clone(),
         etcd_pid: 0,
-        etcd_endpoint: format!("http://{UNDERLAY_GW}:2379"),
+        etcd_endpoint: format!("http://{}:2379", etcd_ip()),
         dual_stack: a.dual_stack,
         subnets: a.subnets,
         encap: a.encap,
@@ -235,9 +238,9 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         "--data-dir",
         &dir.join("etcd").display().to_string(),
         "--listen-client-urls",
-        &format!("http://{UNDERLAY_GW}:2379,http://127.0.0.1:2379"),
+        &format!("http://{}:2379,http://127.0.0.1:2379", etcd_ip()),
         "--advertise-client-urls",
-        &format!("http://{UNDERLAY_GW}:2379"),
+        &format!("http://{}:2379", etcd_ip()),
         "--listen-peer-urls",
         "http://127.0.0.1:2380",
         "--initial-advertise-peer-urls",

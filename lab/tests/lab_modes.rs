@@ -27,8 +27,22 @@ fn node_exec(name: &str, node: &str, cmd: &[&str]) -> String {
     ok(&args)
 }
 
-/// Every pod pings every other pod's addresses once; returns the pairs that failed.
-fn unreachable_pairs(name: &str, pods: &[(String, String, String)]) -> Vec<String> {
+/// Adds a pod `default/PREFIXn` on every node n (1..=nodes) for each prefix; returns
+/// (NS/POD, IPv4, IPv6) per pod.
+fn add_pods(name: &str, nodes: usize, prefixes: &[&str]) -> Vec<(String, String, String)> {
+    let mut pods = Vec::new();
+    for n in 1..=nodes {
+        for prefix in prefixes {
+            let p = format!("default/{prefix}{n}");
+            let (v4, v6) = add_pod(name, &format!("node-{n}"), &p);
+            pods.push((p, v4, v6));
+        }
+    }
+    pods
+}
+
+/// Every pod pings every other pod's addresses once; all must answer (`when` names the step).
+fn assert_all_pairs_reach(name: &str, pods: &[(String, String, String)], when: &str) {
     let mut failures = Vec::new();
     for (from, _, _) in pods {
         for (to, v4, v6) in pods {
@@ -44,10 +58,10 @@ fn unreachable_pairs(name: &str, pods: &[(String, String, String)]) -> Vec<Strin
             }
         }
     }
-    failures
+    assert!(failures.is_empty(), "unreachable {when}: {failures:#?}");
 }
 
-/// The route of node's main table for `block_of_ip`'s block (the line naming it).
+/// `ip FAMILY route get DST` in `node`: the route the kernel would use.
 fn route_to(name: &str, node: &str, family: &str, dst: &str) -> String {
     node_exec(name, node, &["ip", family, "route", "get", dst])
 }
@@ -133,18 +147,8 @@ fn no_encapsulation_routes_directly_and_a_live_mode_switch_loses_nothing() {
         "none",
         "--dual-stack",
     ]);
-    let mut pods = Vec::new();
-    for n in 1..=3 {
-        for p in [format!("default/p{n}"), format!("default/q{n}")] {
-            let (v4, v6) = add_pod(&name, &format!("node-{n}"), &p);
-            pods.push((p, v4, v6));
-        }
-    }
-    let failures = unreachable_pairs(&name, &pods);
-    assert!(
-        failures.is_empty(),
-        "unreachable without encapsulation: {failures:#?}"
-    );
+    let pods = add_pods(&name, 3, &["p", "q"]);
+    assert_all_pairs_reach(&name, &pods, "without encapsulation");
     // Plain routes via the other nodes' underlay addresses, and no VXLAN device at all.
     let p2 = pods.iter().find(|p| p.0 == "default/p2").unwrap().clone();
     let r4 = route_to(&name, "node-1", "-4", &p2.1);
@@ -162,22 +166,14 @@ fn no_encapsulation_routes_directly_and_a_live_mode_switch_loses_nothing() {
 
     // Live: to VXLAN and back, with pings running, no agent restarted, no pod re-created.
     switch_under_ping(&name, "Always", &p2, "vxlan.trellis");
-    let failures = unreachable_pairs(&name, &pods);
-    assert!(
-        failures.is_empty(),
-        "unreachable after the switch to VXLAN: {failures:#?}"
-    );
+    assert_all_pairs_reach(&name, &pods, "after the switch to VXLAN");
     let routes = node_exec(&name, "node-1", &["ip", "route", "show", "proto", "80"]);
     assert!(
         !routes.contains("metric 10"),
         "direct routes left behind: {routes}"
     );
     switch_under_ping(&name, "Never", &p2, "eth0");
-    let failures = unreachable_pairs(&name, &pods);
-    assert!(
-        failures.is_empty(),
-        "unreachable after the switch back: {failures:#?}"
-    );
+    assert_all_pairs_reach(&name, &pods, "after the switch back");
 }
 
 #[test]
@@ -211,17 +207,8 @@ fn cross_subnet_encapsulates_only_across_the_router() {
         status.contains("172.30.0.2") && status.contains("172.30.1.3"),
         "{status}"
     );
-    let mut pods = Vec::new();
-    for n in 1..=3 {
-        let p = format!("default/p{n}");
-        let (v4, v6) = add_pod(&name, &format!("node-{n}"), &p);
-        pods.push((p, v4, v6));
-    }
-    let failures = unreachable_pairs(&name, &pods);
-    assert!(
-        failures.is_empty(),
-        "unreachable with CrossSubnet: {failures:#?}"
-    );
+    let pods = add_pods(&name, 3, &["p"]);
+    assert_all_pairs_reach(&name, &pods, "with CrossSubnet");
     // node-2 shares node-1's segment: plain route. node-3 is behind the router: VXLAN.
     let r = route_to(&name, "node-1", "-4", &pods[1].1);
     assert!(r.contains("via 172.30.0.2 dev eth0"), "{r}");

@@ -119,21 +119,6 @@ fn cleanup_stale() {
     }
 }
 
-fn require_root() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap_or("?");
-    ensure!(
-        euid == "0",
-        "this benchmark creates network namespaces and must run as root (euid is {euid}): \
-         sudo -E cargo run --release -p trellis-bench --bin cni"
-    );
-    Ok(())
-}
-
 // ---- plugins ----------------------------------------------------------------------------------
 
 /// One plugin under test: its binary and its network configuration.
@@ -412,7 +397,10 @@ fn main() -> Result<()> {
         args.pods > 0 && args.rounds > 0,
         "--pods and --rounds must be at least 1"
     );
-    require_root()?;
+    trellis_bench::host::require_root(
+        "creates network namespaces",
+        "sudo -E cargo run --release -p trellis-bench --bin cni",
+    )?;
     let trellis = trellis_bin()?;
     let (ptp, bridge) = (reference_bin("ptp")?, reference_bin("bridge")?);
     cleanup_stale();

@@ -46,21 +46,6 @@ struct Args {
 
 // ---- preconditions ----------------------------------------------------------------------------
 
-fn require_root() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap_or("?");
-    ensure!(
-        euid == "0",
-        "this benchmark creates network namespaces (through trellis-lab) and must run as root \
-         (euid is {euid}): sudo ./target/release/dataplane"
-    );
-    Ok(())
-}
-
 /// `trellis-lab`, checked to have the binaries a lab needs next to it.
 fn lab_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -364,7 +349,10 @@ fn main() -> Result<()> {
         args.seconds > 0 && args.rounds > 0,
         "--seconds and --rounds must be at least 1"
     );
-    require_root()?;
+    trellis_bench::host::require_root(
+        "creates network namespaces (through trellis-lab)",
+        "sudo ./target/release/dataplane",
+    )?;
     let bin = lab_bin()?;
     let load_before = load_average();
     let started = Instant::now();

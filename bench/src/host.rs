@@ -1,0 +1,17 @@
+//! What the benchmarks need of the machine they run on.
+
+/// Fails unless the process runs as root (effective uid 0, from `/proc/self/status`), naming
+/// what needs it (`what`) and how to run it instead (`how`).
+pub fn require_root(what: &str, how: &str) -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .unwrap_or("?");
+    anyhow::ensure!(
+        euid == "0",
+        "this benchmark {what} and must run as root (euid is {euid}): {how}"
+    );
+    Ok(())
+}
