@@ -17,6 +17,8 @@ use trellis_datastore::resources::{IpPoolSpec, IpamBlockSpec, NodeSpec, Workload
 use trellis_datastore::{keys, Datastore, DatastoreError, Object, ObjectMeta};
 use trellis_ipam::{AssignRequest, IpamError, NodeIpam};
 
+use crate::dataplane::DataplaneStatus;
+
 /// CNI error codes the agent reports (CNI SPEC "Error"; 100+ are plugin specific).
 pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
@@ -65,6 +67,8 @@ pub struct Endpoints {
     ipam: NodeIpam,
     node: String,
     mtu: u32,
+    /// Written by the dataplane loop; `None` when the agent runs without a dataplane.
+    dataplane: Option<Arc<DataplaneStatus>>,
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
@@ -79,7 +83,21 @@ impl Endpoints {
             ds,
             node,
             mtu,
+            dataplane: None,
         }
+    }
+
+    /// The same endpoints, reporting the dataplane's problems in [`Self::status`].
+    pub fn with_dataplane_status(mut self, status: Arc<DataplaneStatus>) -> Self {
+        self.dataplane = Some(status);
+        self
+    }
+
+    fn dataplane_problems(&self) -> Vec<String> {
+        self.dataplane
+            .as_ref()
+            .map(|d| d.problems())
+            .unwrap_or_default()
     }
 
     pub fn node(&self) -> &str {
@@ -269,6 +287,7 @@ impl Endpoints {
             reason,
             node: self.node.clone(),
             mtu: self.mtu,
+            dataplane_problems: self.dataplane_problems(),
         };
         let pools = match codec::list_objects::<IpPoolSpec>(self.ds.as_ref()).await {
             Ok(p) => p,
@@ -290,6 +309,7 @@ impl Endpoints {
                 reason: String::new(),
                 node: self.node.clone(),
                 mtu: self.mtu,
+                dataplane_problems: self.dataplane_problems(),
             }
         } else {
             not_ready(format!("no enabled IP pool selects node {}", self.node))

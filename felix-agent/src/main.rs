@@ -91,8 +91,10 @@ async fn main() -> anyhow::Result<()> {
         None => hostname()?,
     };
     // With both the address and the MTU given there is nothing to look up in the kernel.
-    let (address, mtu, subnet) = match (args.node_ip, args.mtu) {
-        (Some(ip), Some(mtu)) => (ip, mtu, None),
+    // tunl0's MTU: the underlay's minus the IPIP overhead; with --mtu and no underlay MTU looked
+    // up, the pod MTU itself (pods' packets fit, whatever the underlay).
+    let (address, mtu, ipip_mtu, subnet) = match (args.node_ip, args.mtu) {
+        (Some(ip), Some(mtu)) => (ip, mtu, mtu, None),
         (explicit, mtu) => {
             let method = match explicit {
                 Some(ip) => Method::Explicit {
@@ -111,8 +113,15 @@ async fn main() -> anyhow::Result<()> {
                         format!("pod MTU from {} (MTU {})", detected.interface, detected.mtu)
                     })?,
             };
+            let ipip_mtu =
+                autodetect::pod_mtu(detected.mtu, Encapsulation::Ipip, None).unwrap_or(mtu);
             tracing::info!(address = %detected.address, interface = %detected.interface, "detected node address");
-            (detected.address.addr(), mtu, Some(detected.address.trunc()))
+            (
+                detected.address.addr(),
+                mtu,
+                ipip_mtu,
+                Some(detected.address.trunc()),
+            )
         }
     };
     tracing::info!(%address, mtu, "node address and pod MTU");
@@ -123,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("registering node {node}"))?;
     let metrics = Arc::new(Metrics::default());
+    let dataplane_status = Arc::new(dataplane::DataplaneStatus::default());
     let dataplane_task = if args.no_dataplane {
         None
     } else {
@@ -134,16 +144,18 @@ async fn main() -> anyhow::Result<()> {
                 mtu,
                 underlay_subnet: subnet,
             },
+            ipip_mtu,
             resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
         };
-        let (ds, metrics) = (ds.clone(), metrics.clone());
+        let (ds, metrics, status) = (ds.clone(), metrics.clone(), dataplane_status.clone());
         Some(tokio::spawn(async move {
             let mut nl = RtNetlink::new(handle);
             let nft = dataplane::nat::NftCommand::new();
-            dataplane::run::run(ds, config, &mut nl, &nft, metrics).await;
+            dataplane::run::run(ds, config, &mut nl, &nft, metrics, status).await;
         }))
     };
-    let endpoints = Arc::new(Endpoints::new(ds, node.clone(), mtu));
+    let endpoints =
+        Arc::new(Endpoints::new(ds, node.clone(), mtu).with_dataplane_status(dataplane_status));
     let health_addr = SocketAddr::new(args.health_host, args.health_port);
     let health = tokio::net::TcpListener::bind(health_addr)
         .await

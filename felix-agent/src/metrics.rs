@@ -52,6 +52,9 @@ pub struct Metrics {
     pub dataplane_writes: Counter,
     /// Routes to other nodes' blocks in the kernel.
     pub routes_programmed: Gauge,
+    /// Dataplane features this node cannot provide (e.g. IPIP without the kernel module); the
+    /// agent's status names them.
+    pub dataplane_problems: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -71,6 +74,7 @@ impl Default for Metrics {
         let reconcile_errors = Counter::default();
         let dataplane_writes = Counter::default();
         let routes_programmed = Gauge::default();
+        let dataplane_problems = Gauge::default();
         registry.register(
             "agent_requests",
             "Agent API requests by operation and result",
@@ -106,6 +110,11 @@ impl Default for Metrics {
             "Routes to other nodes' blocks in the kernel",
             routes_programmed.clone(),
         );
+        registry.register(
+            "dataplane_problems",
+            "Dataplane features this node cannot provide (named in the agent status)",
+            dataplane_problems.clone(),
+        );
         Self {
             registry,
             requests,
@@ -115,6 +124,7 @@ impl Default for Metrics {
             reconcile_errors,
             dataplane_writes,
             routes_programmed,
+            dataplane_problems,
         }
     }
 }

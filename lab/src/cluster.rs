@@ -50,7 +50,7 @@ fn no_dad(netns: &str) -> anyhow::Result<()> {
     sh::sysctl(netns, "net.ipv6.conf.default.accept_dad", "0")
 }
 
-/// How pods on different nodes reach each other: the default pools' `vxlanMode`.
+/// How pods on different nodes reach each other: the default pools' `vxlanMode` / `ipipMode`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
 )]
@@ -58,8 +58,16 @@ fn no_dad(netns: &str) -> anyhow::Result<()> {
 pub enum Encap {
     /// VXLAN to every other node (`vxlanMode: Always`).
     Vxlan,
-    /// VXLAN only to nodes on another subnet, plain routes to the rest (`CrossSubnet`).
+    /// VXLAN only to nodes on another subnet, plain routes to the rest (`vxlanMode:
+    /// CrossSubnet`); also accepted as `cross-subnet`, its older name.
+    #[value(name = "vxlan-crosssubnet", alias = "cross-subnet")]
     CrossSubnet,
+    /// IPIP through tunl0 to every other node (`ipipMode: Always`); IPv4 only, needs the
+    /// kernel's ipip module.
+    Ipip,
+    /// IPIP only to nodes on another subnet, plain routes to the rest (`ipipMode: CrossSubnet`).
+    #[value(name = "ipip-crosssubnet")]
+    IpipCrossSubnet,
     /// No encapsulation: routes via the other nodes' underlay addresses (`Never`).
     None,
 }
@@ -69,9 +77,42 @@ impl Encap {
         match self {
             Encap::Vxlan => "Always",
             Encap::CrossSubnet => "CrossSubnet",
-            Encap::None => "Never",
+            Encap::Ipip | Encap::IpipCrossSubnet | Encap::None => "Never",
         }
     }
+
+    pub fn ipip_mode(self) -> &'static str {
+        match self {
+            Encap::Ipip => "Always",
+            Encap::IpipCrossSubnet => "CrossSubnet",
+            Encap::Vxlan | Encap::CrossSubnet | Encap::None => "Never",
+        }
+    }
+
+    pub fn is_ipip(self) -> bool {
+        self.ipip_mode() != "Never"
+    }
+}
+
+/// Whether this kernel can make IPIP links, tried in a throwaway namespace (`tl-probe-PID`,
+/// removed at once; nothing else is created). The error is the one line `up` prints.
+fn probe_ipip() -> anyhow::Result<()> {
+    let ns = format!("{NETNS_PREFIX}probe-{}", std::process::id());
+    sh::run("ip", &["netns", "add", &ns])?;
+    let out = Command::new("ip")
+        .args(["-n", &ns, "link", "add", "tl-probe", "type", "ipip"])
+        .output();
+    let _ = sh::run("ip", &["netns", "del", &ns]);
+    let out = out.context("running ip link add type ipip")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let answer = String::from_utf8_lossy(&out.stderr);
+    let answer = answer
+        .trim()
+        .trim_start_matches("Error: ")
+        .trim_end_matches('.');
+    bail!("this kernel has no ipip support (ip link add type ipip: {answer})")
 }
 
 /// Starts `program args` inside `netns`, detached from this process, logging to `log`.
@@ -140,9 +181,9 @@ pub struct UpArgs {
 
 /// The default pools as trellisctl YAML.
 fn default_pools(encap: Encap, dual_stack: bool) -> String {
-    let mode = encap.vxlan_mode();
+    let (mode, ipip) = (encap.vxlan_mode(), encap.ipip_mode());
     let mut pools = format!(
-        "apiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: 10.244.0.0/16, vxlanMode: {mode}, natOutgoing: true}}\n"
+        "apiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: 10.244.0.0/16, vxlanMode: {mode}, ipipMode: {ipip}, natOutgoing: true}}\n"
     );
     if dual_stack {
         pools.push_str(&format!("---\napiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv6}}\nspec: {{cidr: 'fd00:244::/64', vxlanMode: {mode}}}\n"));
@@ -169,11 +210,25 @@ fn check_up_args(a: &UpArgs) -> anyhow::Result<()> {
             a.subnets
         );
     }
+    if a.dual_stack && a.encap.is_ipip() {
+        bail!(
+            "--encap {} with --dual-stack: IPIP carries IPv4 only (RFC 2003); use a VXLAN mode \
+             for a dual-stack lab",
+            if a.encap == Encap::Ipip {
+                "ipip"
+            } else {
+                "ipip-crosssubnet"
+            }
+        );
+    }
     Ok(())
 }
 
 pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
     check_up_args(a)?;
+    if a.encap.is_ipip() {
+        probe_ipip()?;
+    }
     if !a.name.chars().all(|c| c.is_ascii_alphanumeric()) || a.name.len() > 12 {
         bail!(
             "lab name {:?}: 1-12 letters and digits (it prefixes interface and namespace names)",
@@ -504,6 +559,36 @@ mod tests {
         );
         let e = check_up_args(&args(1, 2, Encap::Vxlan)).unwrap_err();
         assert!(e.to_string().contains("at most --nodes"), "{e}");
+    }
+
+    #[test]
+    fn ipip_modes_set_ipip_mode_and_are_ipv4_only() {
+        let p = default_pools(Encap::Ipip, false);
+        assert!(p.contains("vxlanMode: Never, ipipMode: Always"), "{p}");
+        let p = default_pools(Encap::IpipCrossSubnet, false);
+        assert!(p.contains("ipipMode: CrossSubnet"), "{p}");
+        let p = default_pools(Encap::CrossSubnet, false);
+        assert!(p.contains("vxlanMode: CrossSubnet, ipipMode: Never"), "{p}");
+        check_up_args(&args(3, 2, Encap::IpipCrossSubnet)).unwrap();
+        let mut dual = args(3, 1, Encap::Ipip);
+        dual.dual_stack = true;
+        let e = check_up_args(&dual).unwrap_err();
+        assert!(e.to_string().contains("IPv4 only"), "{e}");
+    }
+
+    #[test]
+    fn encap_names_on_the_command_line() {
+        use clap::ValueEnum;
+        for (name, want) in [
+            ("vxlan", Encap::Vxlan),
+            ("vxlan-crosssubnet", Encap::CrossSubnet),
+            ("cross-subnet", Encap::CrossSubnet),
+            ("ipip", Encap::Ipip),
+            ("ipip-crosssubnet", Encap::IpipCrossSubnet),
+            ("none", Encap::None),
+        ] {
+            assert_eq!(Encap::from_str(name, false), Ok(want), "{name}");
+        }
     }
 
     #[test]

@@ -38,7 +38,9 @@ enum Cmd {
         /// them and the nodes are split over them in order.
         #[arg(long, default_value_t = 1)]
         subnets: usize,
-        /// How pods on different nodes reach each other (the default pools' vxlanMode).
+        /// How pods on different nodes reach each other (the default pools' vxlanMode or
+        /// ipipMode). The ipip modes need the kernel's ipip module and are refused, before
+        /// anything is created, on a kernel without it.
         #[arg(long, value_enum, default_value_t = cluster::Encap::Vxlan)]
         encap: cluster::Encap,
         /// An IPv6 pool too: every pod gets one address of each family.
@@ -221,11 +223,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn status(lab: &LabState) -> String {
     let mut out = format!(
-        "lab {}: datastore {} (from the lab's namespaces), {} subnet(s), pools vxlanMode {}\n",
+        "lab {}: datastore {} (from the lab's namespaces), {} subnet(s), pools vxlanMode {} ipipMode {}\n",
         lab.name,
         lab.etcd_endpoint,
         lab.subnets,
-        lab.encap.vxlan_mode()
+        lab.encap.vxlan_mode(),
+        lab.encap.ipip_mode()
     );
     for n in &lab.nodes {
         out.push_str(&format!(

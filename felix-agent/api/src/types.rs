@@ -119,6 +119,11 @@ pub struct StatusResponse {
     /// MTU for pod interfaces on this node.
     #[serde(default)]
     pub mtu: u32,
+    /// Dataplane features this node cannot provide, each named with its cause (e.g. "kernel has
+    /// no ipip support: cannot create tunl0 for pool default-ipv4"). They do not make the node
+    /// unready: pods of the other pools work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dataplane_problems: Vec<String>,
 }
 
 /// Body of every failed call.

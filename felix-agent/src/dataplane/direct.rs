@@ -1,6 +1,6 @@
 //! Routes to other nodes' blocks without encapsulation, computed from the datastore: for a pool
-//! with `vxlanMode: Never` (and `ipipMode: Never`), or `CrossSubnet` towards a node in this
-//! node's subnet, `BLOCK via REMOTE_NODE_IP proto 80 metric 10` in the main table. Pure: no I/O
+//! with `vxlanMode: Never` and `ipipMode: Never`, or `CrossSubnet` (either) towards a node in
+//! this node's subnet, `BLOCK via REMOTE_NODE_IP proto 80 metric 10` in the main table. Pure: no I/O
 //! here, see `direct_apply` for the kernel side.
 //!
 //! Only nodes sharing this node's underlay subnet get a route: their address is on-link, so the
@@ -16,10 +16,11 @@
 //! A block whose pool wants VXLAN keeps its direct route while VXLAN cannot carry it yet (this
 //! node or the remote one has no VTEP of the block's family, as right after a pool is switched
 //! from `Never`): make before break. Once both VTEPs exist the VXLAN manager, which runs first in
-//! a pass, installs its route and this one goes.
+//! a pass, installs its route and this one goes. IPIP likewise: the direct route stays until both
+//! nodes have recorded an IPIP tunnel address (see `ipip::ipip_ready`).
 //!
 //! The metric keeps these routes apart from the VXLAN manager's (metric 0 for IPv4, the kernel's
-//! 1024 for IPv6) for the same block: the kernel refuses a second route with the same
+//! 1024 for IPv6) and the IPIP manager's (5) for the same block: the kernel refuses a second route with the same
 //! destination, TOS and metric, so without it switching a pool between VXLAN and no
 //! encapsulation would fail whenever the manager adding its route ran before the one deleting
 //! its own. With distinct metrics both may exist for the moment of a switch, and the lower one
@@ -34,6 +35,7 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::RouteMessageBuilder;
 use trellis_datastore::resources::EncapMode;
 
+use super::ipip::{ipip_ready, ipip_towards};
 use super::vxlan::{
     local_subnet, pool_for, remote_vtep, vxlan_towards, ClusterView, VxlanConfig, VxlanFamily,
 };
@@ -80,13 +82,17 @@ pub fn compute_direct_routes(
             IpNet::V4(_) => VxlanFamily::V4,
             IpNet::V6(_) => VxlanFamily::V6,
         };
-        let vxlan_ready =
-            family.vtep_addr(local).is_some() && remote_vtep(remote, family).is_some();
-        // IPIP is another manager's (and this kernel has no ipip module).
-        if pool.spec.ipip_mode != EncapMode::Never
-            || (vxlan_towards(pool, Some(subnet), remote4) && vxlan_ready)
-            || !subnet.contains(&remote4)
-        {
+        let encapsulated = if pool.spec.ipip_mode != EncapMode::Never {
+            // IPIP carries IPv4 only; the datastore refuses IPv6 pools with an ipipMode.
+            family == VxlanFamily::V4
+                && ipip_towards(pool, Some(subnet), remote4)
+                && ipip_ready(local, remote)
+        } else {
+            vxlan_towards(pool, Some(subnet), remote4)
+                && family.vtep_addr(local).is_some()
+                && remote_vtep(remote, family).is_some()
+        };
+        if encapsulated || !subnet.contains(&remote4) {
             continue;
         }
         let via = match block {

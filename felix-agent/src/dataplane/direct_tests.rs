@@ -106,13 +106,70 @@ fn cross_subnet_splits_remote_blocks_between_direct_and_vxlan() {
     );
 }
 
-#[test]
-fn ipip_pools_are_left_to_the_ipip_manager() {
+/// [`cluster`] with the pool in `ipipMode` `mode` (vxlanMode Never), every node having
+/// recorded an IPIP tunnel address when `tunnel_addrs`.
+fn ipip_cluster(mode: EncapMode, tunnel_addrs: bool) -> ClusterView {
     let mut view = cluster(EncapMode::Never);
     let mut p = pool("default", "10.244.0.0/16", EncapMode::Never);
-    p.spec.ipip_mode = EncapMode::Always;
+    p.spec.ipip_mode = mode;
     view.apply(&ClusterUpdate::PoolUpdated(p));
-    assert!(compute_direct_routes(&view, &cfg()).unwrap().is_empty());
+    for (name, ip, t) in [
+        ("node-1", "192.0.2.1", "10.244.0.2"),
+        ("node-2", "192.0.2.2", "10.244.1.2"),
+        ("node-3", "198.51.100.3", "10.244.2.2"),
+    ] {
+        let mut n = node(name, ip, None);
+        n.spec.ipv4_ipip_tunnel_addr = tunnel_addrs.then(|| t.parse().unwrap());
+        view.apply(&ClusterUpdate::NodeUpdated(n));
+    }
+    view
+}
+
+#[test]
+fn ipip_always_needs_no_direct_route_once_both_nodes_have_tunnel_addresses() {
+    let routes = compute_direct_routes(&ipip_cluster(EncapMode::Always, true), &cfg()).unwrap();
+    assert!(routes.is_empty(), "{routes:?}");
+}
+
+#[test]
+fn a_switch_to_ipip_keeps_direct_routes_until_both_tunnel_addresses_exist() {
+    let mut view = ipip_cluster(EncapMode::Always, false);
+    let routes = compute_direct_routes(&view, &cfg()).unwrap();
+    assert_eq!(
+        routes,
+        BTreeMap::from([(net("10.244.1.0/26"), a("192.0.2.2"))])
+    );
+    // This node has its address, node-2 not yet: still direct.
+    let mut n1 = node("node-1", "192.0.2.1", None);
+    n1.spec.ipv4_ipip_tunnel_addr = Some("10.244.0.2".parse().unwrap());
+    view.apply(&ClusterUpdate::NodeUpdated(n1));
+    assert_eq!(compute_direct_routes(&view, &cfg()).unwrap().len(), 1);
+}
+
+#[test]
+fn ipip_cross_subnet_routes_same_subnet_nodes_directly() {
+    let view = ipip_cluster(EncapMode::CrossSubnet, true);
+    let direct = compute_direct_routes(&view, &cfg()).unwrap();
+    let ipip = crate::dataplane::ipip::compute_ipip_desired(&view, &cfg(), 1480)
+        .unwrap()
+        .routes;
+    assert_eq!(
+        direct,
+        BTreeMap::from([(net("10.244.1.0/26"), a("192.0.2.2"))])
+    );
+    assert_eq!(
+        ipip,
+        BTreeMap::from([(net("10.244.2.0/26"), a("198.51.100.3"))])
+    );
+}
+
+#[test]
+fn never_in_both_modes_routes_directly_as_before() {
+    let view = ipip_cluster(EncapMode::Never, true);
+    assert_eq!(
+        compute_direct_routes(&view, &cfg()).unwrap(),
+        compute_direct_routes(&cluster(EncapMode::Never), &cfg()).unwrap()
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! An in-memory kernel for unit tests of the VXLAN executor: it applies the requests it gets with
-//! the same parsers the real reader uses, and records them.
+//! An in-memory kernel for unit tests of the dataplane managers (VXLAN, direct routes, IPIP): it
+//! applies the requests it gets with the same parsers the real reader uses, and records them.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,6 +11,8 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use super::direct::parse_direct_route;
 use super::direct_apply::RouteNetlink;
+use super::ipip_apply::IpipNetlink;
+use super::ipip_msg::{parse_ipip_route, parse_tunnel_link, ObservedTunnel};
 use super::vxlan_apply::VxlanNetlink;
 use super::vxlan_msg::{
     parse_address, parse_fdb, parse_link, parse_neighbour, parse_route, KernelEntries,
@@ -31,6 +33,23 @@ pub struct FakeNetlink {
     pub fail: Option<fn(&Request) -> bool>,
     /// Direct routes (main table, protocol 80, metric 10) of both families.
     pub direct_routes: BTreeMap<IpNet, IpAddr>,
+    /// tunl0, when it exists.
+    pub tunnel: Option<ObservedTunnel>,
+    /// Our routes on tunl0.
+    pub ipip_routes: BTreeMap<IpNet, IpAddr>,
+    /// Whether creating an ipip link works; `false` answers EOPNOTSUPP, as a kernel without
+    /// the ipip module does.
+    pub ipip_supported: bool,
+    /// Whether the ipip module is loaded yet: creating tunl0 while it is not loads it, which
+    /// makes the kernel's own tunl0 (MTU 1480, down), and the request then answers EEXIST.
+    pub ipip_module_loaded: bool,
+}
+
+/// An error answer of the kernel with `errno`.
+pub fn kernel_error(errno: i32) -> rtnetlink::Error {
+    let mut e = rtnetlink::packet_core::ErrorMessage::default();
+    e.code = std::num::NonZeroI32::new(-errno);
+    rtnetlink::Error::NetlinkError(e)
 }
 
 impl FakeNetlink {
@@ -38,6 +57,8 @@ impl FakeNetlink {
         Self {
             next_index: 10,
             device_name: super::vxlan::VXLAN_DEVICE.to_string(),
+            ipip_supported: true,
+            ipip_module_loaded: true,
             ..Self::default()
         }
     }
@@ -181,6 +202,99 @@ impl RouteNetlink for FakeNetlink {
                 }
             }
             other => panic!("unexpected route request {other:?}"),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IpipNetlink for FakeNetlink {
+    async fn read_tunnel(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<ObservedTunnel>, rtnetlink::Error> {
+        self.reads += 1;
+        assert_eq!(name, super::ipip::IPIP_DEVICE);
+        Ok(self.tunnel.clone())
+    }
+
+    async fn read_ipip_routes(
+        &mut self,
+        index: u32,
+    ) -> Result<BTreeMap<IpNet, IpAddr>, rtnetlink::Error> {
+        assert_eq!(Some(index), self.tunnel.as_ref().map(|t| t.index));
+        Ok(self.ipip_routes.clone())
+    }
+
+    async fn send_ipip(&mut self, request: &Request) -> Result<(), rtnetlink::Error> {
+        self.sent.push(request.clone());
+        if self.fail.is_some_and(|f| f(request)) {
+            return Err(rtnetlink::Error::RequestFailed);
+        }
+        let idx = self.tunnel.as_ref().map(|t| t.index);
+        match &request.message {
+            RouteNetlinkMessage::NewLink(m) if request.flags & NLM_F_CREATE != 0 => {
+                if !self.ipip_supported {
+                    return Err(kernel_error(95));
+                }
+                if !self.ipip_module_loaded {
+                    self.ipip_module_loaded = true;
+                    self.tunnel = Some(ObservedTunnel {
+                        index: self.next_index,
+                        kind: "ipip".into(),
+                        mtu: Some(1480),
+                        up: false,
+                        addresses: Vec::new(),
+                    });
+                    self.next_index += 1;
+                }
+                if self.tunnel.is_some() {
+                    return Err(kernel_error(17));
+                }
+                let mut t = parse_tunnel_link(m);
+                t.index = self.next_index;
+                self.next_index += 1;
+                self.tunnel = Some(t);
+            }
+            RouteNetlinkMessage::NewLink(m) => {
+                let change = parse_tunnel_link(m);
+                let t = self.tunnel.as_mut().expect("modify of a missing tunl0");
+                assert_eq!(change.index, t.index);
+                t.mtu = change.mtu.or(t.mtu);
+                t.up |= change.up;
+            }
+            RouteNetlinkMessage::NewAddress(m) => {
+                let (i, net) = parse_address(m).expect("an address");
+                let t = self.tunnel.as_mut().expect("address on a missing tunl0");
+                assert_eq!(i, t.index);
+                if !t.addresses.contains(&net) {
+                    t.addresses.push(net);
+                }
+            }
+            RouteNetlinkMessage::DelAddress(m) => {
+                let (_, net) = parse_address(m).expect("an address");
+                let t = self.tunnel.as_mut().expect("address on a missing tunl0");
+                t.addresses.retain(|a| *a != net);
+            }
+            RouteNetlinkMessage::NewRoute(m) => {
+                let (block, via) =
+                    parse_ipip_route(m, idx.expect("tunl0")).expect("a route the reader would see");
+                let exclusive = request.flags & rtnetlink::packet_core::NLM_F_EXCL != 0;
+                if exclusive && self.ipip_routes.contains_key(&block) {
+                    return Err(kernel_error(17));
+                }
+                self.ipip_routes.insert(block, via);
+            }
+            RouteNetlinkMessage::DelRoute(m) => {
+                let (block, via) =
+                    parse_ipip_route(m, idx.expect("tunl0")).expect("a route the reader would see");
+                if self.ipip_routes.get(&block) == Some(&via) {
+                    self.ipip_routes.remove(&block);
+                } else {
+                    return Err(kernel_error(3));
+                }
+            }
+            other => panic!("unexpected IPIP request {other:?}"),
         }
         Ok(())
     }

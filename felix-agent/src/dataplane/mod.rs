@@ -7,6 +7,9 @@
 //!
 //!  VxlanManager: ClusterView ──vxlan::compute_desired──► VxlanDesired
 //!                 ──vxlan_apply::VxlanExecutor (DeltaTrackers + resync)──► rtnetlink
+//!  IpipManager:  ClusterView ──ipip::compute_ipip_desired──► IpipDesired
+//!                 ──ipip_apply::IpipExecutor (tunl0 plan + DeltaTracker)──► rtnetlink
+//!  DirectRouteManager: ClusterView ──direct::compute_direct_routes──► main-table routes
 //! ```
 //!
 //! The agent never flushes: a manager's first pass reads what the kernel has and applies only the
@@ -19,6 +22,9 @@ pub mod direct_apply;
 mod fake;
 #[cfg(test)]
 mod fixtures;
+pub mod ipip;
+pub mod ipip_apply;
+pub mod ipip_msg;
 pub mod nat;
 pub mod run;
 pub mod syncer;
@@ -35,6 +41,11 @@ use trellis_datastore::resources::{IpPool, Node};
 pub use delta::DeltaTracker;
 pub use direct::{compute_direct_routes, DIRECT_ROUTE_METRIC};
 pub use direct_apply::{DirectRouteManager, RouteNetlink};
+pub use ipip::{
+    compute_ipip_desired, IpipDesired, IpipDeviceSpec, IpipError, IpipNotReady, IPIP_DEVICE,
+    IPIP_OVERHEAD, IPIP_ROUTE_METRIC,
+};
+pub use ipip_apply::{IpipExecutor, IpipManager, IpipNetlink};
 pub use vxlan::{
     compute_desired, compute_desired_for, vtep_mac_for, vtep_mac_v6_for, ClusterView, MacAddr,
     NotReady, VxlanConfig, VxlanDesired, VxlanDeviceSpec, VxlanFamily, ROUTE_PROTOCOL,
@@ -42,6 +53,32 @@ pub use vxlan::{
     VXLAN_VNI,
 };
 pub use vxlan_apply::{ApplyStats, RtNetlink, VxlanExecutor, VxlanNetlink};
+
+/// Problems that keep part of the dataplane from working on this node (e.g. "kernel has no ipip
+/// support: cannot create tunl0 for pool X"), by manager. The dataplane loop writes it after
+/// every pass; the agent's status (`GET /v1/status`, `trellisctl`) and `/metrics` read it. A
+/// problem here does not make the node unready: pods of the other pools work.
+#[derive(Debug, Default)]
+pub struct DataplaneStatus {
+    problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+}
+
+impl DataplaneStatus {
+    /// Sets (or with `None` clears) the problem of `manager`.
+    pub fn set(&self, manager: &'static str, problem: Option<String>) {
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        match problem {
+            Some(text) => p.insert(manager, text),
+            None => p.remove(manager),
+        };
+    }
+
+    /// Every current problem, in manager-name order.
+    pub fn problems(&self) -> Vec<String> {
+        let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        p.values().cloned().collect()
+    }
+}
 
 /// A change in the cluster that a dataplane manager may care about.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,15 +1,21 @@
-//! The dataplane loop: datastore watches -> [`Syncer`] -> [`VxlanManager`] -> kernel.
+//! The dataplane loop: datastore watches -> [`Syncer`] -> managers -> kernel.
 //!
 //! ```text
 //!  Watcher(nodes/) ----\
 //!  Watcher(ipam/blocks/)-+--> Syncer --ClusterUpdate--> VxlanManager --complete_deferred_work--> netlink
-//!  Watcher(ippools/) --/          \--pool changed--> ensure_vtep (IPAM + Node)
+//!  Watcher(ippools/) --/          \--pool changed--> ensure_vtep, ensure_ipip_tunnel_addr (IPAM + Node)
+//!                                 \--ClusterUpdate--> IpipManager --netlink--> tunl0 + its routes
 //!                                 \--ClusterUpdate--> DirectRouteManager --netlink--> main table
 //!                                 \--ClusterUpdate--> NatManager --nft -f--> table inet trellis
 //!  resync timer ------------------------------------> request_resync (every manager)
 //!  retry timer (after a failed pass, 250 ms doubling to 30 s) --> another pass
+//!  after every pass: problems (e.g. no ipip in the kernel) --> DataplaneStatus (agent status)
 //! ```
 //! Nothing is applied until every prefix has delivered its first snapshot.
+//!
+//! One pass, make before break: direct additions, IPIP additions, the VXLAN managers, IPIP
+//! deletions, direct deletions. Each kind of route has its own metric, so for a block switching
+//! between any two modes the new route is in the kernel before the old one goes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,27 +26,31 @@ use trellis_datastore::Datastore;
 use trellis_ipam::NodeIpam;
 
 use super::direct_apply::{DirectRouteManager, RouteNetlink};
+use super::ipip_apply::{IpipManager, IpipNetlink};
 use super::nat::{NatManager, Nft};
 use super::syncer::{Syncer, PREFIXES};
-use super::vtep::ensure_vtep;
-use super::{ClusterUpdate, VxlanConfig, VxlanFamily, VxlanManager, VxlanNetlink};
+use super::vtep::{ensure_ipip_tunnel_addr, ensure_vtep};
+use super::{ClusterUpdate, DataplaneStatus, VxlanConfig, VxlanFamily, VxlanManager, VxlanNetlink};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
     pub vxlan: VxlanConfig,
+    /// MTU of tunl0: the underlay MTU minus the IPIP overhead (20).
+    pub ipip_mtu: u32,
     /// How often the kernel is re-read and repaired even without changes (Calico: 90 s).
     pub resync_interval: Duration,
 }
 
 /// Runs until the datastore watches end (they retry outages themselves) or the future is
 /// dropped.
-pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
+pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
     ds: Arc<dyn Datastore>,
     config: DataplaneConfig,
     nl: &mut N,
     nft: &F,
     metrics: Arc<Metrics>,
+    status: Arc<DataplaneStatus>,
 ) {
     let node = config.vxlan.node_name.clone();
     let ipam = NodeIpam::new(ds.clone(), node.clone());
@@ -51,7 +61,7 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
             .boxed()
     }));
     let mut syncer = Syncer::default();
-    let mut m = Managers::new(config.vxlan);
+    let mut m = Managers::new(config.vxlan, config.ipip_mtu);
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     let mut pools_changed = true;
@@ -95,6 +105,16 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                     failed = true;
                 }
             }
+            match ensure_ipip_tunnel_addr(ds.as_ref(), &ipam, &node).await {
+                // As for the VTEP: tunl0 gets its address without waiting for the watch.
+                Ok(Some(own)) => m.on_update(&ClusterUpdate::NodeUpdated(own)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "IPIP tunnel address");
+                    pools_changed = true;
+                    failed = true;
+                }
+            }
         }
         if m.nat.has_pending_work() {
             // `nft -f` takes a few milliseconds; this task only serves the dataplane, so it
@@ -109,6 +129,14 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
             let res = m.direct.apply_additions(nl).await;
             failed |= report(&metrics, res, "adding direct routes");
         }
+        let ipip_work = m.ipip.has_pending_work();
+        if ipip_work {
+            let res = m.ipip.apply_additions(nl).await;
+            metrics
+                .dataplane_writes
+                .inc_by(m.ipip.last_stats().writes as u64);
+            failed |= report(&metrics, res, "programming IPIP");
+        }
         for manager in &mut m.vxlan {
             if !manager.has_pending_work() {
                 continue;
@@ -119,6 +147,14 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
                 .inc_by(manager.last_stats().writes as u64);
             failed |= report(&metrics, res, "programming VXLAN");
         }
+        if ipip_work {
+            let before = m.ipip.last_stats().writes;
+            let res = m.ipip.apply_deletions(nl).await;
+            metrics
+                .dataplane_writes
+                .inc_by((m.ipip.last_stats().writes - before) as u64);
+            failed |= report(&metrics, res, "deleting IPIP routes");
+        }
         if direct_work {
             let res = m.direct.apply_deletions(nl).await;
             metrics
@@ -127,6 +163,10 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
             failed |= report(&metrics, res, "deleting direct routes");
         }
         metrics.routes_programmed.set(m.routes_programmed() as i64);
+        status.set("ipip", m.ipip.problem().map(|p| p.to_string()));
+        metrics
+            .dataplane_problems
+            .set(status.problems().len() as i64);
         // A failed pass is retried on a timer, not only on the next event or resync; a manager
         // with work due later (a lingering device) gets a pass then.
         let mut wake = m.vxlan.iter().filter_map(|v| v.wake_at()).min();
@@ -148,17 +188,19 @@ pub async fn run<N: VxlanNetlink + RouteNetlink, F: Nft>(
 struct Managers {
     /// One per pod address family: vxlan.trellis (IPv4) and vxlan6.trellis (IPv6).
     vxlan: [VxlanManager; 2],
+    ipip: IpipManager,
     direct: DirectRouteManager,
     nat: NatManager,
 }
 
 impl Managers {
-    fn new(config: VxlanConfig) -> Self {
+    fn new(config: VxlanConfig, ipip_mtu: u32) -> Self {
         Self {
             vxlan: [
                 VxlanManager::for_family(config.clone(), VxlanFamily::V4),
                 VxlanManager::for_family(config.clone(), VxlanFamily::V6),
             ],
+            ipip: IpipManager::new(config.clone(), ipip_mtu),
             direct: DirectRouteManager::new(config),
             nat: NatManager::new(),
         }
@@ -168,6 +210,7 @@ impl Managers {
         for v in &mut self.vxlan {
             v.on_update(u);
         }
+        self.ipip.on_update(u);
         self.direct.on_update(u);
         self.nat.on_update(u);
     }
@@ -176,16 +219,18 @@ impl Managers {
         for v in &mut self.vxlan {
             v.request_resync();
         }
+        self.ipip.request_resync();
         self.direct.request_resync();
         self.nat.request_resync();
     }
 
-    /// Routes to other nodes' blocks in the kernel, VXLAN and direct.
+    /// Routes to other nodes' blocks in the kernel: VXLAN, IPIP and direct.
     fn routes_programmed(&self) -> usize {
         self.vxlan
             .iter()
             .map(|v| v.routes_programmed())
             .sum::<usize>()
+            + self.ipip.routes_programmed()
             + self.direct.routes_programmed()
     }
 }
@@ -256,14 +301,16 @@ mod tests {
                 mtu: 1450,
                 underlay_subnet: None,
             },
+            ipip_mtu: 1480,
             resync_interval: Duration::from_secs(90),
         };
         let mut fake = FakeNetlink::new();
         let metrics = Arc::new(Metrics::default());
         let nft = crate::dataplane::nat::FakeNft::default();
+        let status = Arc::new(DataplaneStatus::default());
         let _ = tokio::time::timeout(
             Duration::from_millis(300),
-            run(ds.clone(), config, &mut fake, &nft, metrics.clone()),
+            run(ds.clone(), config, &mut fake, &nft, metrics.clone(), status),
         )
         .await;
         let block2 = codec::list::<

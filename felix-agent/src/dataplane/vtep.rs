@@ -1,6 +1,9 @@
-//! This node's VXLAN tunnel endpoint: an address from one of its blocks (held by an IPAM handle
+//! This node's tunnel addresses. VXLAN: an address from one of its blocks (held by an IPAM handle
 //! of kind VxlanTunnel, as Calico does) and a MAC, both recorded in its Node so other nodes can
-//! program ARP, FDB and routes towards it.
+//! program ARP, FDB and routes towards it. IPIP: an address from one of its blocks held by the
+//! handle `ipip-tunnel-addr-NODE` (kind IpipTunnel), recorded as `ipv4IPIPTunnelAddr` and put on
+//! `tunl0`, as Calico's `allocateip` does; other nodes take its presence as the sign that this
+//! node decapsulates IPIP (see `ipip`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -33,6 +36,11 @@ pub enum VtepError {
     Ipam { node: String, source: IpamError },
     #[error("VTEP of node {node}: the node is not registered")]
     NoNode { node: String },
+}
+
+/// The IPAM handle holding a node's IPIP tunnel address (Calico's name).
+pub fn ipip_handle(node: &str) -> String {
+    format!("ipip-tunnel-addr-{node}")
 }
 
 /// This node's VTEPs, one per pod address family that needs VXLAN.
@@ -87,7 +95,7 @@ pub async fn ensure_vtep(
     Ok(out)
 }
 
-/// The address `family`'s handle holds, or a new one from `pools`.
+/// The address `family`'s VTEP handle holds, or a new one from `pools`.
 async fn vtep_address(
     ipam: &NodeIpam,
     ds: &dyn Datastore,
@@ -95,25 +103,48 @@ async fn vtep_address(
     family: VxlanFamily,
     pools: Vec<String>,
 ) -> Result<IpAddr, VtepError> {
-    let ipam_err = |source| VtepError::Ipam {
-        node: node.to_string(),
-        source,
-    };
     let handle = match family {
         VxlanFamily::V4 => vtep_handle(node),
         VxlanFamily::V6 => vtep_handle_v6(node),
     };
+    let v6 = family == VxlanFamily::V6;
+    tunnel_address(
+        ipam,
+        ds,
+        node,
+        handle,
+        AllocationKind::VxlanTunnel,
+        v6,
+        pools,
+    )
+    .await
+}
+
+/// The address of `v6`'s family that `handle` holds, or a new one of kind `kind` from `pools`
+/// (an affine block of this node first, as for pods).
+async fn tunnel_address(
+    ipam: &NodeIpam,
+    ds: &dyn Datastore,
+    node: &str,
+    handle: String,
+    kind: AllocationKind,
+    v6: bool,
+    pools: Vec<String>,
+) -> Result<IpAddr, VtepError> {
+    let ipam_err = |source| VtepError::Ipam {
+        node: node.to_string(),
+        source,
+    };
     let held = trellis_ipam::store::addresses_of(ds, &handle)
         .await
         .map_err(ipam_err)?;
-    if let Some(a) = held.iter().find(|ip| family.has_addr(ip)) {
+    if let Some(a) = held.iter().find(|ip| ip.is_ipv6() == v6) {
         return Ok(*a);
     }
-    let v6 = family == VxlanFamily::V6;
     let req = AssignRequest {
         handle,
         attrs: AllocationAttributes {
-            kind: AllocationKind::VxlanTunnel,
+            kind,
             node: Some(node.to_string()),
             ..Default::default()
         },
@@ -129,18 +160,69 @@ async fn vtep_address(
         .expect("auto_assign returns the address it was asked for"))
 }
 
-/// Writes `address` and `family`'s MAC into the Node (compare-and-swap, retried on a lost race).
-async fn record(
+/// Makes sure this node has an IPIP tunnel address when an enabled IPv4 pool has an `ipipMode`
+/// other than `Never`: an address held by [`ipip_handle`], recorded in
+/// `spec.ipv4IPIPTunnelAddr`. Returns the node as stored, or `None` when no pool uses IPIP (an
+/// address held from before is kept, as the VTEP is: switching back needs no new allocation).
+pub async fn ensure_ipip_tunnel_addr(
+    ds: &dyn Datastore,
+    ipam: &NodeIpam,
+    node: &str,
+) -> Result<Option<Node>, VtepError> {
+    let dse = |source| VtepError::Datastore {
+        node: node.to_string(),
+        source,
+    };
+    let pools: Vec<String> = codec::list_objects::<IpPoolSpec>(ds)
+        .await
+        .map_err(dse)?
+        .into_iter()
+        .filter(|p| {
+            let s = &p.value.spec;
+            s.cidr.addr().is_ipv4() && !s.disabled && s.ipip_mode != EncapMode::Never
+        })
+        .map(|p| p.value.metadata.name)
+        .collect();
+    if pools.is_empty() {
+        return Ok(None);
+    }
+    let handle = ipip_handle(node);
+    let address = tunnel_address(
+        ipam,
+        ds,
+        node,
+        handle,
+        AllocationKind::IpipTunnel,
+        false,
+        pools,
+    )
+    .await?;
+    let IpAddr::V4(address) = address else {
+        unreachable!("an IPv4 allocation")
+    };
+    update_node(ds, node, |spec| {
+        if spec.ipv4_ipip_tunnel_addr == Some(address) {
+            return false;
+        }
+        spec.ipv4_ipip_tunnel_addr = Some(address);
+        tracing::info!(%node, address = %address, "recorded IPIP tunnel address");
+        true
+    })
+    .await
+    .map(Some)
+}
+
+/// Applies `change` to the stored Node (compare-and-swap, retried on a lost race); `change`
+/// returns whether it changed anything. Returns the node as stored.
+async fn update_node(
     ds: &dyn Datastore,
     node: &str,
-    family: VxlanFamily,
-    address: IpAddr,
+    mut change: impl FnMut(&mut NodeSpec) -> bool,
 ) -> Result<Node, VtepError> {
     let dse = |source| VtepError::Datastore {
         node: node.to_string(),
         source,
     };
-    let mac = family.default_mac(node).to_string();
     loop {
         let current = codec::get_object::<NodeSpec>(ds, &keys::node(node))
             .await
@@ -150,7 +232,30 @@ async fn record(
                 node: node.to_string(),
             });
         };
-        let spec = &mut n.value.spec;
+        if !change(&mut n.value.spec) {
+            return Ok(n.value);
+        }
+        let value = codec::encode_object(&n.value).map_err(dse)?;
+        match ds.update(&n.key, value, n.revision).await {
+            Ok(revision) => {
+                n.value.metadata.resource_version = Some(revision.to_string());
+                return Ok(n.value);
+            }
+            Err(e) if e.lost_race() => continue,
+            Err(e) => return Err(dse(e)),
+        }
+    }
+}
+
+/// Writes `address` and `family`'s MAC into the Node.
+async fn record(
+    ds: &dyn Datastore,
+    node: &str,
+    family: VxlanFamily,
+    address: IpAddr,
+) -> Result<Node, VtepError> {
+    let mac = family.default_mac(node).to_string();
+    update_node(ds, node, |spec| {
         let (addr_now, mac_slot) = match (family, address) {
             (VxlanFamily::V4, IpAddr::V4(a)) => (
                 spec.ipv4_vxlan_tunnel_addr.replace(a).map(IpAddr::V4),
@@ -164,19 +269,12 @@ async fn record(
         };
         let mac_now = mac_slot.replace(mac.clone());
         if addr_now == Some(address) && mac_now.as_deref() == Some(mac.as_str()) {
-            return Ok(n.value);
+            return false;
         }
-        let value = codec::encode_object(&n.value).map_err(dse)?;
-        match ds.update(&n.key, value, n.revision).await {
-            Ok(revision) => {
-                tracing::info!(%node, vtep = %address, %mac, device = family.device(), "recorded VXLAN tunnel endpoint");
-                n.value.metadata.resource_version = Some(revision.to_string());
-                return Ok(n.value);
-            }
-            Err(e) if e.lost_race() => continue,
-            Err(e) => return Err(dse(e)),
-        }
-    }
+        tracing::info!(%node, vtep = %address, %mac, device = family.device(), "recording VXLAN tunnel endpoint");
+        true
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -255,6 +353,67 @@ mod tests {
 
         let again = ensure_vtep(ds.as_ref(), &ipam, "n1").await.unwrap();
         assert_eq!(again, both, "idempotent");
+        let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn ipip_pool_gets_a_tunnel_address_from_the_node_block_once() {
+        let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
+        pool(ds.as_ref(), "v4", "10.244.0.0/16", EncapMode::Never).await;
+        let spec = NodeSpec {
+            addresses: vec![NodeAddress {
+                address: "172.30.0.1".parse().unwrap(),
+                kind: NodeAddressType::TrellisNodeIP,
+            }],
+            ..Default::default()
+        };
+        put(
+            ds.as_ref(),
+            "nodes/n1",
+            &Node::new(ObjectMeta::named("n1"), spec),
+        )
+        .await;
+        let ipam = NodeIpam::new(ds.clone(), "n1");
+        assert_eq!(
+            ensure_ipip_tunnel_addr(ds.as_ref(), &ipam, "n1")
+                .await
+                .unwrap(),
+            None,
+            "no IPIP pool: no address"
+        );
+        let mut p = IpPool::new(
+            ObjectMeta::named("v4"),
+            IpPoolSpec::new("10.244.0.0/16".parse().unwrap()),
+        );
+        p.spec.ipip_mode = EncapMode::CrossSubnet;
+        put(ds.as_ref(), "ippools/v4", &p).await;
+        let n = ensure_ipip_tunnel_addr(ds.as_ref(), &ipam, "n1")
+            .await
+            .unwrap()
+            .expect("the node as stored");
+        let addr = n
+            .spec
+            .ipv4_ipip_tunnel_addr
+            .expect("an IPIP tunnel address");
+        assert!("10.244.0.0/16"
+            .parse::<ipnet::Ipv4Net>()
+            .unwrap()
+            .contains(&addr));
+        assert_eq!(
+            trellis_ipam::store::addresses_of(ds.as_ref(), &ipip_handle("n1"))
+                .await
+                .unwrap(),
+            vec![IpAddr::V4(addr)]
+        );
+        assert_eq!(
+            n.spec.ipv4_vxlan_tunnel_addr, None,
+            "no VTEP for an IPIP pool"
+        );
+        let again = ensure_ipip_tunnel_addr(ds.as_ref(), &ipam, "n1")
+            .await
+            .unwrap();
+        assert_eq!(again, Some(n), "idempotent");
         let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
         assert!(report.is_clean(), "{report}");
     }

@@ -1,5 +1,6 @@
-//! Shared by the agent's root tests (`nat_netns`, `vxlan_netns`): running iproute2, commands
-//! inside a test's own namespace, the root check, and removing namespaces a crashed run left.
+//! Shared by the agent's root tests (`nat_netns`, `vxlan_netns`, `ipip_netns`): running
+//! iproute2, commands inside a test's own namespace, the root check, the kernel feature probe,
+//! and removing namespaces a crashed run left.
 //! Nothing here touches the root namespace's network configuration.
 #![allow(dead_code)]
 
@@ -69,5 +70,38 @@ pub fn cleanup_stale(prefix: &str) {
         {
             let _ = run("ip", &["netns", "del", name]);
         }
+    }
+}
+
+/// Whether the kernel can make IPIP links, tried in a throwaway namespace (`trl-probe-PID-N`, so
+/// nothing in the root namespace changes): `Err` carries iproute2's answer, e.g.
+/// "Error: Unknown device type." on a kernel without the ipip module.
+pub fn ipip_support() -> Result<(), String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ns = format!("trl-probe-{}-{n}", std::process::id());
+    ip(&format!("netns add {ns}"));
+    let out = run(
+        "ip",
+        &["-n", &ns, "link", "add", "trl-probe", "type", "ipip"],
+    );
+    let _ = run("ip", &["netns", "del", &ns]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Fails the test, naming the missing kernel feature, unless the kernel has IPIP. Tests that
+/// call it carry `needs_ipip_kernel` in their name, so scripts/test.sh can skip them by name
+/// (and say so) on a kernel without the module; they never pass without having run.
+pub fn require_ipip_kernel() {
+    if let Err(answer) = ipip_support() {
+        panic!(
+            "this kernel has no ipip support (ip link add type ipip: {answer}); this test needs \
+             the ipip module. scripts/test.sh skips tests named *needs_ipip_kernel* on such a \
+             kernel and lists them as skipped"
+        );
     }
 }
