@@ -30,6 +30,10 @@ trellis_apt_needs() {
     # The test's local OCI image needs the static build (Debian's 'busybox' is dynamic).
     dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
     command -v iptables >/dev/null 2>&1 || need+=(iptables)  # portmap
+    # bgp-speaker/tests/peers: real BGP daemons (BIRD 2, GoBGP, FRR) peered inside namespaces.
+    command -v bird >/dev/null 2>&1 || need+=(bird2)
+    command -v gobgpd >/dev/null 2>&1 || need+=(gobgpd)
+    [ -x /usr/lib/frr/bgpd ] || need+=(frr)
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 

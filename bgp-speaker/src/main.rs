@@ -1,0 +1,112 @@
+//! `trellis-bgp`: a standalone BGP route reflector for Trellis clusters (the role a dedicated
+//! BIRD plays in a Calico cluster with `nodeToNodeMeshEnabled: false`). It installs nothing
+//! in the kernel; it reflects routes between its clients and its other peers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use trellis_bgp_speaker::speaker::{PeerConfig, Speaker, SpeakerConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "trellis-bgp", about = "Trellis BGP route reflector")]
+struct Args {
+    /// Our AS number.
+    #[arg(long, default_value_t = 64512)]
+    asn: u32,
+    /// BGP identifier (an IPv4 address).
+    #[arg(long)]
+    router_id: Ipv4Addr,
+    /// Cluster id (RFC 4456); defaults to the router id.
+    #[arg(long)]
+    cluster_id: Option<Ipv4Addr>,
+    /// Address and port to accept BGP connections on.
+    #[arg(long, default_value = "[::]:179")]
+    listen: SocketAddr,
+    /// A route-reflector client in our AS, by address (repeatable).
+    #[arg(long = "client")]
+    clients: Vec<IpAddr>,
+    /// Another peer: ADDR or ADDR,ASN (default: our AS; a non-client iBGP peer, e.g. another
+    /// reflector). Repeatable.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Wait for clients to connect instead of connecting to them.
+    #[arg(long)]
+    passive: bool,
+    /// Hold time in seconds.
+    #[arg(long, default_value_t = 90)]
+    hold_time: u16,
+    /// Log the sessions' state this often (seconds; 0 = never).
+    #[arg(long, default_value_t = 60)]
+    status_interval: u64,
+}
+
+fn parse_peer(s: &str, default_asn: u32) -> Result<(IpAddr, u32)> {
+    let (addr, asn) = match s.split_once(',') {
+        Some((a, n)) => (
+            a,
+            n.parse()
+                .with_context(|| format!("--peer {s}: bad AS number {n:?}"))?,
+        ),
+        None => (s, default_asn),
+    };
+    let addr = addr
+        .parse()
+        .with_context(|| format!("--peer {s}: bad address {addr:?}"))?;
+    Ok((addr, asn))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    if args.hold_time == 1 || args.hold_time == 2 {
+        bail!(
+            "--hold-time {}: must be 0 or at least 3 (RFC 4271 4.2)",
+            args.hold_time
+        );
+    }
+    let mut cfg = SpeakerConfig::new(args.asn, args.router_id);
+    cfg.listen = Some(args.listen);
+    cfg.cluster_id = Some(args.cluster_id.unwrap_or(args.router_id));
+    cfg.hold_time = args.hold_time;
+    let (speaker, mut routes) = Speaker::start(cfg)
+        .await
+        .context("starting the BGP speaker")?;
+    for c in &args.clients {
+        let mut p = PeerConfig::new(*c, args.asn);
+        p.rr_client = true;
+        p.passive = args.passive;
+        p.kind = "rr-client".into();
+        speaker.add_peer(p)?;
+    }
+    for s in &args.peers {
+        let (addr, asn) = parse_peer(s, args.asn)?;
+        let mut p = PeerConfig::new(addr, asn);
+        p.passive = args.passive;
+        p.kind = if asn == args.asn { "rr" } else { "global" }.into();
+        speaker.add_peer(p)?;
+    }
+    // A reflector installs nothing: drain the route events.
+    tokio::spawn(async move { while routes.recv().await.is_some() {} });
+    let mut tick = tokio::time::interval(Duration::from_secs(args.status_interval.max(1)));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick(), if args.status_interval > 0 => {
+                for p in speaker.status().await? {
+                    tracing::info!(peer = %p.addr, state = ?p.state, received = p.prefixes_received,
+                        advertised = p.prefixes_advertised, "session");
+                }
+            }
+        }
+    }
+    speaker.stop().await;
+    Ok(())
+}
