@@ -30,6 +30,7 @@ use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::BgpMessage;
 
 use crate::open::{Negotiated, OpenConfig};
+use crate::revised_errors::Handling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum State {
@@ -89,8 +90,8 @@ pub enum Input {
     Notification(BgpNotificationMessage),
     /// Event 26.
     Keepalive,
-    /// Event 27.
-    Update(BgpUpdateMessage),
+    /// Event 27, with the RFC 7606 handling the decoder chose (passed through untouched).
+    Update(BgpUpdateMessage, Handling),
     /// RFC 2918.
     RouteRefresh(BgpRouteRefreshMessage),
     /// We sent an UPDATE: it restarts the KeepaliveTimer (4.4).
@@ -111,7 +112,7 @@ pub enum Output {
     Established(Negotiated),
     /// The session (or the attempt at one) ended; the FSM is Idle.
     Down(Down),
-    Update(BgpUpdateMessage),
+    Update(BgpUpdateMessage, Handling),
     RouteRefresh(BgpRouteRefreshMessage),
 }
 
@@ -395,9 +396,9 @@ impl Fsm {
                 }
             }
             Input::Keepalive => self.restart_hold(out),
-            Input::Update(u) => {
+            Input::Update(u, h) => {
                 self.restart_hold(out);
-                out.push(Output::Update(u));
+                out.push(Output::Update(u, h));
             }
             Input::RouteRefresh(r) => out.push(Output::RouteRefresh(r)),
             Input::TcpFailed => self.fail(None, None, "TCP connection failed", out),
@@ -590,7 +591,7 @@ fn unexpected(input: &Input, state: &str) -> String {
         Input::OpenCollisionDump => "OpenCollisionDump",
         Input::Notification(_) => "NotifMsg",
         Input::Keepalive => "KeepAliveMsg",
-        Input::Update(_) => "UpdateMsg",
+        Input::Update(..) => "UpdateMsg",
         Input::RouteRefresh(_) => "ROUTE-REFRESH",
         Input::UpdateSent => "UPDATE sent",
     };

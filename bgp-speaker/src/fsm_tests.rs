@@ -415,14 +415,20 @@ fn unexpected_messages_get_the_rfc_6608_subcode_of_the_state() {
         ),
         (
             State::OpenSent,
-            Input::Update(BgpUpdateMessage::new(vec![], vec![], vec![])),
+            Input::Update(
+                BgpUpdateMessage::new(vec![], vec![], vec![]),
+                Handling::Normal,
+            ),
             FiniteStateMachineError::ReceiveUnexpectedMessageInOpenSentState {
                 value: vec![].into(),
             },
         ),
         (
             State::OpenConfirm,
-            Input::Update(BgpUpdateMessage::new(vec![], vec![], vec![])),
+            Input::Update(
+                BgpUpdateMessage::new(vec![], vec![], vec![]),
+                Handling::Normal,
+            ),
             FiniteStateMachineError::ReceiveUnexpectedMessageInOpenConfirmState {
                 value: vec![].into(),
             },
@@ -535,8 +541,11 @@ fn established_keepalive_and_update_restart_the_hold_timer() {
     );
     let u = BgpUpdateMessage::new(vec![], vec![], vec![]);
     assert_eq!(
-        f.process(Input::Update(u.clone())),
-        vec![Output::StartTimer(Timer::Hold, secs(30)), Output::Update(u)]
+        f.process(Input::Update(u.clone(), Handling::Normal)),
+        vec![
+            Output::StartTimer(Timer::Hold, secs(30)),
+            Output::Update(u, Handling::Normal)
+        ]
     );
 }
 

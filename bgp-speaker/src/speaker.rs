@@ -198,8 +198,8 @@ impl Speaker {
         };
         let (routes_tx, routes_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
-        let owner = Owner::new(cfg, io_tx, routes_tx, listener);
-        let task = Task(tokio::spawn(owner.run(rx, io_rx)));
+        let (owner, timers) = Owner::new(cfg, io_tx, routes_tx, listener);
+        let task = Task(tokio::spawn(owner.run(rx, io_rx, timers)));
         Ok((Speaker { tx, _task: task }, routes_rx))
     }
 
@@ -313,7 +313,6 @@ struct Owner {
     rib: LocRib,
     io_tx: mpsc::UnboundedSender<IoEvent>,
     timer_tx: mpsc::UnboundedSender<TimerEvent>,
-    timer_rx: Option<mpsc::UnboundedReceiver<TimerEvent>>,
     routes_tx: mpsc::UnboundedSender<RouteEvent>,
     next_conn: u64,
     /// Loc-RIB changes not yet advertised (flushed after every event).

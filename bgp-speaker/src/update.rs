@@ -325,16 +325,15 @@ pub fn withdraw(family: Family, prefixes: &[IpNet]) -> Vec<BgpUpdateMessage> {
 pub fn end_of_rib(family: Family) -> BgpUpdateMessage {
     match family {
         Family::Ipv4Unicast => BgpUpdateMessage::new(vec![], vec![], vec![]),
-        Family::Ipv6Unicast => withdraw(family, &[]).pop().unwrap_or_else(|| {
-            BgpUpdateMessage::new(
-                vec![],
-                vec![opt(
-                    false,
-                    PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri: [].into() }),
-                )],
-                vec![],
-            )
-        }),
+        // MP_UNREACH_NLRI with no prefixes.
+        Family::Ipv6Unicast => BgpUpdateMessage::new(
+            vec![],
+            vec![opt(
+                false,
+                PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri: [].into() }),
+            )],
+            vec![],
+        ),
     }
 }
 

@@ -19,9 +19,9 @@ impl Owner {
         io_tx: mpsc::UnboundedSender<IoEvent>,
         routes_tx: mpsc::UnboundedSender<super::RouteEvent>,
         listener: Option<Task>,
-    ) -> Owner {
+    ) -> (Owner, mpsc::UnboundedReceiver<TimerEvent>) {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
-        Owner {
+        let owner = Owner {
             local: crate::export::LocalInfo {
                 asn: cfg.asn,
                 router_id: cfg.router_id,
@@ -32,22 +32,20 @@ impl Owner {
             rib: Default::default(),
             io_tx,
             timer_tx,
-            timer_rx: Some(timer_rx),
             routes_tx,
             next_conn: 0,
             pending: Vec::new(),
             _listener: listener,
-        }
+        };
+        (owner, timer_rx)
     }
 
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut io: mpsc::UnboundedReceiver<IoEvent>,
+        mut timers: mpsc::UnboundedReceiver<TimerEvent>,
     ) {
-        let Some(mut timers) = self.timer_rx.take() else {
-            return;
-        };
         loop {
             tokio::select! {
                 c = commands.recv() => match c {
@@ -224,22 +222,20 @@ impl Owner {
                     return; // a connection we already dropped
                 };
                 let input = match event {
-                    ConnEvent::Message(m) => self.message_input(peer, slot, *m),
+                    ConnEvent::Message(m) => Owner::message_input(*m),
                     ConnEvent::Malformed(e) => {
                         self.note_error(peer, e.to_string());
                         match e.notification().cloned() {
-                            Some(n) => Some(Input::DecodeError(n)),
-                            None => Some(Input::TcpFailed),
+                            Some(n) => Input::DecodeError(n),
+                            None => Input::TcpFailed,
                         }
                     }
                     ConnEvent::Closed(why) => {
                         self.note_error(peer, why);
-                        Some(Input::TcpFailed)
+                        Input::TcpFailed
                     }
                 };
-                if let Some(i) = input {
-                    self.drive(peer, slot, i);
-                }
+                self.drive(peer, slot, input);
             }
         }
     }

@@ -87,10 +87,10 @@ impl Owner {
             Output::OpenReceived(_) => self.resolve_collision(peer),
             Output::Established(n) => self.established(peer, slot, n),
             Output::Down(d) => self.down(peer, slot, d),
-            Output::Update(u) => {
+            Output::Update(u, handling) => {
                 let u = Inbound {
                     message: BgpMessage::Update(u),
-                    handling: Default::default(),
+                    handling,
                 };
                 self.update_received(peer, u);
             }
@@ -102,38 +102,15 @@ impl Owner {
         }
     }
 
-    /// Turns a decoded message into an FSM input. UPDATEs with RFC 7606 handling other than
-    /// Normal bypass the FSM's pass-through so the handling is not lost (the hold timer is
-    /// still restarted by feeding a KEEPALIVE-equivalent).
-    pub(super) fn message_input(&mut self, peer: IpAddr, slot: Slot, m: Inbound) -> Option<Input> {
-        Some(match m.message {
+    /// The FSM input for a decoded message.
+    pub(super) fn message_input(m: Inbound) -> Input {
+        match m.message {
             BgpMessage::Open(o) => Input::Open(o),
             BgpMessage::KeepAlive => Input::Keepalive,
             BgpMessage::Notification(n) => Input::Notification(n),
             BgpMessage::RouteRefresh(r) => Input::RouteRefresh(r),
-            BgpMessage::Update(ref _u) if m.handling == Default::default() => {
-                let BgpMessage::Update(u) = m.message else {
-                    return None;
-                };
-                Input::Update(u)
-            }
-            BgpMessage::Update(_) => {
-                let established = self
-                    .peers
-                    .get(&peer)
-                    .is_some_and(|p| slot == Slot::Main && p.fsm.state() == State::Established);
-                if !established {
-                    // Unexpected UPDATE: let the FSM answer it with its FSM error.
-                    let BgpMessage::Update(u) = m.message else {
-                        return None;
-                    };
-                    return Some(Input::Update(u));
-                }
-                self.drive(peer, slot, Input::Keepalive);
-                self.update_received(peer, m);
-                return None;
-            }
-        })
+            BgpMessage::Update(u) => Input::Update(u, m.handling),
+        }
     }
 
     /// RFC 4271 6.8: with two connections to one peer, once both OPENs are in, the one
