@@ -39,9 +39,17 @@ impl AsPath {
     }
 
     pub fn contains(&self, asn: u32) -> bool {
-        self.0.iter().any(|s| match s {
-            Segment::Sequence(v) | Segment::Set(v) => v.contains(&asn),
-        })
+        self.count(asn) > 0
+    }
+
+    /// How many times `asn` appears, in sequences and sets alike.
+    pub fn count(&self, asn: u32) -> usize {
+        self.0
+            .iter()
+            .map(|s| match s {
+                Segment::Sequence(v) | Segment::Set(v) => v.iter().filter(|a| **a == asn).count(),
+            })
+            .sum()
     }
 
     /// The neighbouring AS: the first AS of a leading SEQUENCE (RFC 4271 9.1.2.2 c).

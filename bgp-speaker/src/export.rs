@@ -93,9 +93,16 @@ pub fn export(path: &Path, local: &LocalInfo, to: &PeerExport) -> Option<Attrs> 
     Some(a)
 }
 
-/// Why a received path is refused, or `None` when it may enter the Loc-RIB.
-pub fn import_loop(attrs: &Attrs, local: &LocalInfo, from_ibgp: bool) -> Option<&'static str> {
-    if !from_ibgp && attrs.as_path.contains(local.asn) {
+/// Why a received path is refused, or `None` when it may enter the Loc-RIB. A path from an
+/// eBGP peer may carry our AS up to `allow_local_as` times (for topologies where several sites
+/// share an AS, e.g. every node in AS 64512 behind a top-of-rack router).
+pub fn import_loop(
+    attrs: &Attrs,
+    local: &LocalInfo,
+    from_ibgp: bool,
+    allow_local_as: u8,
+) -> Option<&'static str> {
+    if !from_ibgp && attrs.as_path.count(local.asn) > usize::from(allow_local_as) {
         return Some("AS_PATH contains our AS (RFC 4271 9.1.2)");
     }
     if attrs.originator_id == Some(local.router_id) {

@@ -121,16 +121,21 @@ fn next_hop_modes() {
 fn import_refuses_loops() {
     let mut a = Attrs::local(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)));
     a.as_path = AsPath(vec![Segment::Sequence(vec![65001, 64512])]);
-    assert!(import_loop(&a, &ME, false).is_some());
-    assert!(import_loop(&a, &ME, true).is_none());
+    assert!(import_loop(&a, &ME, false, 0).is_some());
+    assert!(import_loop(&a, &ME, true, 0).is_none());
+    // Allowed once (a top-of-rack router between nodes sharing our AS), refused twice.
+    assert!(import_loop(&a, &ME, false, 1).is_none());
+    a.as_path = AsPath(vec![Segment::Sequence(vec![65001, 64512, 64512])]);
+    assert!(import_loop(&a, &ME, false, 1).is_some());
+    assert!(import_loop(&a, &ME, false, 2).is_none());
     let mut b = Attrs::local(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)));
     b.originator_id = Some(ME.router_id);
-    assert!(import_loop(&b, &ME, true).is_some());
+    assert!(import_loop(&b, &ME, true, 0).is_some());
     let rr = LocalInfo {
         cluster_id: Some(Ipv4Addr::new(1, 1, 1, 1)),
         ..ME
     };
     let mut c = Attrs::local(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)));
     c.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1)];
-    assert!(import_loop(&c, &rr, true).is_some());
+    assert!(import_loop(&c, &rr, true, 0).is_some());
 }

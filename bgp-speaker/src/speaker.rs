@@ -92,6 +92,11 @@ pub struct PeerConfig {
     /// A label for status: mesh, rr, global, node...
     pub kind: String,
     pub families: BTreeSet<Family>,
+    /// Overrides the speaker's graceful-restart time in the OPEN we send this peer.
+    pub restart_time: Option<u16>,
+    /// How often our own AS may appear in a path from this eBGP peer before it is refused as
+    /// a loop (BIRD's `allow local as`, Calico's `numAllowedLocalASNumbers`).
+    pub allow_local_as: u8,
 }
 
 impl PeerConfig {
@@ -107,8 +112,19 @@ impl PeerConfig {
             hold_time: None,
             kind: "global".into(),
             families: Family::ALL.into_iter().collect(),
+            restart_time: None,
+            allow_local_as: 0,
         }
     }
+}
+
+/// What we attach to a route we originate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct LocalRoute {
+    /// RFC 1997 communities, `AA << 16 | NN`.
+    pub communities: Vec<u32>,
+    /// RFC 8092 large communities.
+    pub large_communities: Vec<(u32, u32, u32)>,
 }
 
 /// A change of what the speaker selected for a prefix: the next hops to install, or none.
@@ -139,6 +155,9 @@ pub struct PeerStatus {
     pub prefixes_advertised: usize,
     /// The peer's routes are kept as stale while it restarts (RFC 4724 helper).
     pub stale: bool,
+    /// Established, and the peer has sent End-of-RIB (RFC 4724 2) for every family of the
+    /// session: its initial table is complete.
+    pub end_of_rib_received: bool,
     pub last_error: Option<String>,
 }
 
@@ -167,7 +186,7 @@ pub enum SpeakerError {
 enum Command {
     AddPeer(PeerConfig),
     RemovePeer(IpAddr),
-    Originate(IpNet),
+    Originate(IpNet, LocalRoute),
     WithdrawLocal(IpNet),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     Routes(oneshot::Sender<Vec<RibEntry>>),
@@ -214,7 +233,12 @@ impl Speaker {
 
     /// Advertises `prefix` as ours.
     pub fn originate(&self, prefix: IpNet) -> Result<(), SpeakerError> {
-        self.send(Command::Originate(prefix))
+        self.originate_with(prefix, LocalRoute::default())
+    }
+
+    /// Advertises `prefix` as ours with the given attributes (replacing earlier ones).
+    pub fn originate_with(&self, prefix: IpNet, route: LocalRoute) -> Result<(), SpeakerError> {
+        self.send(Command::Originate(prefix, route))
     }
 
     pub fn withdraw(&self, prefix: IpNet) -> Result<(), SpeakerError> {
@@ -304,6 +328,8 @@ struct EstablishedSession {
     negotiated: Negotiated,
     info: PeerInfo,
     export: PeerExport,
+    /// Families whose End-of-RIB the peer has sent on this session.
+    end_of_rib: BTreeSet<Family>,
 }
 
 struct Owner {

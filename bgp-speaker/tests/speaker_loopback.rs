@@ -104,6 +104,15 @@ async fn ibgp_and_ebgp_sessions_exchange_both_families() {
         assert!(!ev.next_hops.is_empty());
         let st = b.status().await.unwrap();
         assert_eq!(st[0].prefixes_received, 2);
+        // End-of-RIB follows the initial table on the same connection.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !b.status().await.unwrap()[0].end_of_rib_received {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no End-of-RIB from a"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let st = a.status().await.unwrap();
         assert_eq!(st[0].prefixes_advertised, 2);
         // Withdrawal propagates.

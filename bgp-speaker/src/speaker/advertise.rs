@@ -64,7 +64,8 @@ impl Owner {
             }
         }
         if let Some(attrs) = r.attrs {
-            if let Some(why) = import_loop(&attrs, &self.local, info.ibgp) {
+            let allow_local_as = self.peers.get(&peer).map_or(0, |p| p.cfg.allow_local_as);
+            if let Some(why) = import_loop(&attrs, &self.local, info.ibgp, allow_local_as) {
                 tracing::debug!(%peer, why, "routes refused");
                 for prefix in r.announced {
                     if let Some(c) = self.rib.withdraw(prefix, source) {
@@ -87,6 +88,9 @@ impl Owner {
             }
         }
         if let Some(f) = r.end_of_rib {
+            if let Some(s) = self.peers.get_mut(&peer).and_then(|p| p.session.as_mut()) {
+                s.end_of_rib.insert(f);
+            }
             self.sweep_stale(peer, Some(f));
         }
     }

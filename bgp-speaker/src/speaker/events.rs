@@ -82,7 +82,7 @@ impl Owner {
                 let changes = self.rib.remove_source(Source::Peer(addr));
                 self.pending.extend(changes);
             }
-            Command::Originate(prefix) => {
+            Command::Originate(prefix, route) => {
                 let nh = match prefix {
                     ipnet::IpNet::V4(_) => self.cfg.next_hop_v4.map(IpAddr::V4),
                     ipnet::IpNet::V6(_) => self.cfg.next_hop_v6.map(IpAddr::V6),
@@ -91,7 +91,10 @@ impl Owner {
                     ipnet::IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
                     ipnet::IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
                 });
-                let path = Path::local(std::sync::Arc::new(Attrs::local(nh)));
+                let mut attrs = Attrs::local(nh);
+                attrs.communities = route.communities;
+                attrs.large_communities = route.large_communities;
+                let path = Path::local(std::sync::Arc::new(attrs));
                 if let Some(c) = self.rib.upsert(prefix, path) {
                     self.pending.push(c);
                 }
@@ -150,7 +153,7 @@ impl Owner {
             hold_time: p.hold_time.unwrap_or(self.cfg.hold_time),
             families: p.families.clone(),
             graceful_restart: self.cfg.graceful_restart.map(|g| LocalGracefulRestart {
-                restart_time: g.restart_time,
+                restart_time: p.restart_time.unwrap_or(g.restart_time),
                 restarting: g.restarting,
                 // Our kernel routes survive a restart of this process.
                 forwarding_preserved: true,
@@ -343,6 +346,12 @@ impl Owner {
                 prefixes_received: self.rib.paths_from(Source::Peer(p.cfg.addr)).count(),
                 prefixes_advertised: p.adj_out.len(),
                 stale: p.stale_timer.is_some(),
+                end_of_rib_received: p.session.as_ref().is_some_and(|s| {
+                    s.negotiated
+                        .families
+                        .iter()
+                        .all(|f| s.end_of_rib.contains(f))
+                }),
                 last_error: p.last_error.clone(),
             })
             .collect();

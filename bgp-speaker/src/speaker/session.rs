@@ -234,6 +234,7 @@ impl Owner {
             negotiated: n.clone(),
             info,
             export,
+            end_of_rib: Default::default(),
         });
         for f in unpreserved {
             self.sweep_stale(peer, Some(f));
