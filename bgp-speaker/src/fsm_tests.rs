@@ -17,6 +17,7 @@ fn config() -> FsmConfig {
         router_id: LOCAL_ID,
         peer_asn: 64512,
         hold_time: 90,
+        keepalive: None,
         families: BTreeSet::from([Family::Ipv4Unicast, Family::Ipv6Unicast]),
         graceful_restart: None,
     })
@@ -28,6 +29,7 @@ fn peer_open(hold: u16) -> BgpOpenMessage {
         router_id: PEER_ID,
         peer_asn: 64512,
         hold_time: hold,
+        keepalive: None,
         families: BTreeSet::from([Family::Ipv4Unicast]),
         graceful_restart: None,
     }
@@ -312,6 +314,7 @@ fn bad_open_in_open_sent_sends_the_open_error() {
         router_id: PEER_ID,
         peer_asn: 0,
         hold_time: 90,
+        keepalive: None,
         families: BTreeSet::from([Family::Ipv4Unicast]),
         graceful_restart: None,
     }

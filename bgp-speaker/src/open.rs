@@ -25,6 +25,9 @@ pub struct OpenConfig {
     pub peer_asn: u32,
     /// Proposed hold time in seconds: 0 (no keepalives) or at least 3.
     pub hold_time: u16,
+    /// Seconds between our KEEPALIVEs; `None` = a third of the negotiated hold time (RFC
+    /// 4271 4.4). Never more than that third, so a peer proposing a shorter hold time is safe.
+    pub keepalive: Option<u16>,
     pub families: BTreeSet<Family>,
     /// Advertise the graceful restart capability (RFC 4724); `None` = not GR-capable.
     pub graceful_restart: Option<LocalGracefulRestart>,
@@ -222,7 +225,11 @@ impl OpenConfig {
             peer_asn,
             peer_id,
             hold_time,
-            keepalive: hold_time / 3,
+            // A non-zero hold time is at least 3 s, so its third is at least 1 s.
+            keepalive: match self.keepalive {
+                Some(k) if hold_time != 0 => k.clamp(1, hold_time / 3),
+                _ => hold_time / 3,
+            },
             families,
             asn4: asn4_cap.is_some(),
             route_refresh,

@@ -6,6 +6,7 @@ fn ours() -> OpenConfig {
         router_id: Ipv4Addr::new(10, 0, 0, 1),
         peer_asn: 64512,
         hold_time: 90,
+        keepalive: None,
         families: BTreeSet::from([Family::Ipv4Unicast, Family::Ipv6Unicast]),
         graceful_restart: Some(LocalGracefulRestart {
             restart_time: 120,
@@ -22,6 +23,7 @@ fn theirs(asn: u32, id: [u8; 4], hold: u16, families: &[Family]) -> BgpOpenMessa
         router_id: Ipv4Addr::from(id),
         peer_asn: 0,
         hold_time: hold,
+        keepalive: None,
         families: families.iter().copied().collect(),
         graceful_restart: None,
     }
@@ -43,6 +45,19 @@ fn agrees_on_the_smaller_hold_time_and_the_common_families() {
     assert!(n.asn4 && n.route_refresh && n.local_graceful_restart);
     assert!(n.is_ibgp(64512));
     assert_eq!(n.peer_graceful_restart, None);
+}
+
+#[test]
+fn a_configured_keepalive_is_used_up_to_a_third_of_the_negotiated_hold_time() {
+    let peer = theirs(64512, [10, 0, 0, 2], 90, &Family::ALL);
+    let mut c = ours();
+    c.keepalive = Some(5);
+    assert_eq!(c.negotiate(&peer).unwrap().keepalive, 5);
+    // 60 s keepalives against a 90 s hold time would let the peer's timer run out.
+    c.keepalive = Some(60);
+    assert_eq!(c.negotiate(&peer).unwrap().keepalive, 30);
+    let peer = theirs(64512, [10, 0, 0, 2], 0, &Family::ALL);
+    assert_eq!(c.negotiate(&peer).unwrap().keepalive, 0);
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub struct PeerConfig {
     pub next_hop_mode: NextHopMode,
     /// Overrides the speaker's hold time for this peer.
     pub hold_time: Option<u16>,
+    /// Seconds between KEEPALIVEs (default: a third of the negotiated hold time).
+    pub keepalive: Option<u16>,
     /// A label for status: mesh, rr, global, node...
     pub kind: String,
     pub families: BTreeSet<Family>,
@@ -110,6 +112,7 @@ impl PeerConfig {
             rr_client: false,
             next_hop_mode: NextHopMode::Auto,
             hold_time: None,
+            keepalive: None,
             kind: "global".into(),
             families: Family::ALL.into_iter().collect(),
             restart_time: None,

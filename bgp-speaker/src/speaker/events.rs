@@ -151,6 +151,7 @@ impl Owner {
             router_id: self.cfg.router_id,
             peer_asn: p.asn,
             hold_time: p.hold_time.unwrap_or(self.cfg.hold_time),
+            keepalive: p.keepalive,
             families: p.families.clone(),
             graceful_restart: self.cfg.graceful_restart.map(|g| LocalGracefulRestart {
                 restart_time: p.restart_time.unwrap_or(g.restart_time),
