@@ -17,6 +17,7 @@ use trellis_datastore::resources::{IpPoolSpec, IpamBlockSpec, NodeSpec, Workload
 use trellis_datastore::{keys, Datastore, DatastoreError, Object, ObjectMeta};
 use trellis_ipam::{AssignRequest, IpamError, NodeIpam};
 
+use crate::bgp::BgpStatusCell;
 use crate::dataplane::DataplaneStatus;
 
 /// CNI error codes the agent reports (CNI SPEC "Error"; 100+ are plugin specific).
@@ -69,6 +70,8 @@ pub struct Endpoints {
     mtu: u32,
     /// Written by the dataplane loop; `None` when the agent runs without a dataplane.
     dataplane: Option<Arc<DataplaneStatus>>,
+    /// Written by the BGP loop; `None` when the agent runs no speaker.
+    bgp: Option<Arc<BgpStatusCell>>,
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
@@ -84,6 +87,7 @@ impl Endpoints {
             node,
             mtu,
             dataplane: None,
+            bgp: None,
         }
     }
 
@@ -91,6 +95,16 @@ impl Endpoints {
     pub fn with_dataplane_status(mut self, status: Arc<DataplaneStatus>) -> Self {
         self.dataplane = Some(status);
         self
+    }
+
+    /// The same endpoints, reporting the BGP speaker in [`Self::status`].
+    pub fn with_bgp_status(mut self, status: Arc<BgpStatusCell>) -> Self {
+        self.bgp = Some(status);
+        self
+    }
+
+    fn bgp_status(&self) -> Option<trellis_agent_api::BgpStatus> {
+        self.bgp.as_ref().and_then(|b| b.get())
     }
 
     fn dataplane_problems(&self) -> Vec<String> {
@@ -288,6 +302,7 @@ impl Endpoints {
             node: self.node.clone(),
             mtu: self.mtu,
             dataplane_problems: self.dataplane_problems(),
+            bgp: self.bgp_status(),
         };
         let pools = match codec::list_objects::<IpPoolSpec>(self.ds.as_ref()).await {
             Ok(p) => p,
@@ -310,6 +325,7 @@ impl Endpoints {
                 node: self.node.clone(),
                 mtu: self.mtu,
                 dataplane_problems: self.dataplane_problems(),
+                bgp: self.bgp_status(),
             }
         } else {
             not_ready(format!("no enabled IP pool selects node {}", self.node))

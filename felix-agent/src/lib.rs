@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod autodetect;
+pub mod bgp;
 pub mod dataplane;
 pub mod endpoints;
 pub mod health;

@@ -58,6 +58,10 @@ struct Args {
     /// outside a node's network namespace, e.g. in tests.
     #[arg(long, env = "TRELLIS_NO_DATAPLANE")]
     no_dataplane: bool,
+    /// Run the BGP speaker (Calico's BIRD): peers from the datastore (node-to-node mesh,
+    /// BGPPeers), this node's blocks advertised, learned routes installed (protocol 81).
+    #[arg(long, env = "TRELLIS_BGP")]
+    bgp: bool,
     /// Seconds between full re-reads of the kernel state the agent owns.
     #[arg(long, default_value_t = 90)]
     resync_seconds: u64,
@@ -154,8 +158,30 @@ async fn main() -> anyhow::Result<()> {
             dataplane::run::run(ds, config, &mut nl, &nft, metrics, status).await;
         }))
     };
-    let endpoints =
-        Arc::new(Endpoints::new(ds, node.clone(), mtu).with_dataplane_status(dataplane_status));
+    let bgp_status = Arc::new(trellis_agent::bgp::BgpStatusCell::default());
+    let bgp_task = if args.bgp && !args.no_dataplane {
+        let config = trellis_agent::bgp::run::BgpAgentConfig {
+            node_name: node.clone(),
+            underlay_subnet: subnet,
+            resync_interval: Duration::from_secs(args.resync_seconds.max(1)),
+        };
+        let (ds, status) = (ds.clone(), bgp_status.clone());
+        Some(tokio::spawn(async move {
+            if let Err(e) = trellis_agent::bgp::run::run(ds, config, status).await {
+                tracing::error!(error = %e, "BGP stopped");
+            }
+        }))
+    } else {
+        None
+    };
+    let mut endpoints =
+        Endpoints::new(ds, node.clone(), mtu).with_dataplane_status(dataplane_status);
+    if bgp_task.is_some() {
+        endpoints = endpoints.with_bgp_status(bgp_status);
+    } else if args.bgp {
+        tracing::warn!("--bgp ignored: BGP needs the dataplane (--no-dataplane is set)");
+    }
+    let endpoints = Arc::new(endpoints);
     let health_addr = SocketAddr::new(args.health_host, args.health_port);
     let health = tokio::net::TcpListener::bind(health_addr)
         .await
@@ -185,6 +211,11 @@ async fn main() -> anyhow::Result<()> {
     }
     health_task.abort();
     if let Some(t) = dataplane_task {
+        t.abort();
+    }
+    // Dropping the speaker closes its sessions without a NOTIFICATION: peers keep our routes
+    // as stale for the restart time (graceful restart), so a restart is not an outage.
+    if let Some(t) = bgp_task {
         t.abort();
     }
     if let Some(t) = metrics_task {

@@ -124,6 +124,58 @@ pub struct StatusResponse {
     /// unready: pods of the other pools work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dataplane_problems: Vec<String>,
+    /// The BGP speaker, when the agent runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpStatus>,
+}
+
+/// The node's BGP speaker: identity, sessions, and what reached the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpStatus {
+    pub asn: u32,
+    pub router_id: String,
+    pub listen_port: u16,
+    /// Set on a route reflector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_reflector_cluster_id: Option<String>,
+    pub peers: Vec<BgpPeerStatus>,
+    /// Prefixes this node originates.
+    pub prefixes_originated: usize,
+    /// Learned routes in the kernel (protocol 81).
+    pub routes_installed: usize,
+    /// After a restart, routes the previous run installed are kept until every peer has sent
+    /// its table (graceful restart); false once that is over.
+    pub restart_pending: bool,
+    /// What keeps part of BGP from working, each naming its cause (a peer's unreadable password
+    /// file, a listen port in use, next hops the node cannot reach).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// One BGP session, as `trellisctl node status` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpPeerStatus {
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    pub asn: u32,
+    /// mesh, rr (a reflector of ours), rr-client, global or node.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What configured it: `mesh` or `BGPPeer NAME`.
+    pub source: String,
+    /// RFC 4271 state: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+    pub state: String,
+    /// Unix seconds when the session entered its state.
+    pub since: u64,
+    pub prefixes_received: usize,
+    pub prefixes_advertised: usize,
+    /// The peer is restarting; its routes are kept as stale meanwhile.
+    #[serde(default)]
+    pub stale: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Body of every failed call.
