@@ -5,12 +5,14 @@ mod apply;
 mod get;
 mod ipam_cmd;
 mod kinds;
+mod node_status;
 mod table;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::get::{Output, Scope};
@@ -75,10 +77,28 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// This node's agent and BGP sessions (from the agent's socket, not the datastore).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// IP address management.
     Ipam {
         #[command(subcommand)]
         command: IpamCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Readiness, BGP sessions (peer, type, state, since, prefixes), problems.
+    Status {
+        /// The agent's API socket.
+        #[arg(long, env = "TRELLIS_AGENT_SOCKET", default_value = trellis_agent_api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        /// Print the agent's status document as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -123,10 +143,40 @@ enum IpamCommand {
     },
 }
 
+async fn node_status(socket: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let status = trellis_agent_api::AgentClient::new(socket)
+        .status()
+        .await
+        .with_context(|| format!("asking the agent at {}", socket.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        print!("{}", node_status::render(&status, now));
+    }
+    Ok(if status.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let cli_ds = cli.connect.connect().await?;
-    let ds = cli_ds.as_ref();
     match cli.command {
+        // The node's own status comes from its agent; no datastore needed.
+        Command::Node {
+            command: NodeCommand::Status { socket, json },
+        } => node_status(&socket, json).await,
+        command => run_with_datastore(&cli.connect, command).await,
+    }
+}
+
+async fn run_with_datastore(connect: &ConnectArgs, command: Command) -> anyhow::Result<ExitCode> {
+    let cli_ds = connect.connect().await?;
+    let ds = cli_ds.as_ref();
+    match command {
         Command::Apply { file } => {
             let resources = apply::load(ds, &file).await?;
             let outcomes = apply::write_all(ds, &resources).await?;
@@ -161,6 +211,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             get::delete(ds, kind, &name, &ns.scope(), force).await?;
             println!("{kind} {name} deleted");
         }
+        Command::Node {
+            command: NodeCommand::Status { socket, json },
+        } => return node_status(&socket, json).await,
         Command::Ipam { command } => match command {
             IpamCommand::Show { show_blocks } => {
                 print!("{}", ipam_cmd::show(ds, show_blocks).await?)
