@@ -84,11 +84,33 @@ pub struct Change {
 pub struct LocRib {
     candidates: HashMap<IpNet, Vec<Path>>,
     selected: HashMap<IpNet, Best>,
+    /// Subnets a next hop must be in to be resolvable (RFC 4271 9.1.2.1); empty = every next
+    /// hop is.
+    next_hop_subnets: Vec<IpNet>,
 }
 
 impl LocRib {
     pub fn new() -> LocRib {
         LocRib::default()
+    }
+
+    /// A Loc-RIB that selects only paths whose next hop is in one of `subnets` (or is ours),
+    /// for a speaker that installs routes without recursive next-hop resolution: a path
+    /// through a peer in another subnet then never hides a usable one through a router.
+    pub fn with_next_hop_subnets(subnets: Vec<IpNet>) -> LocRib {
+        LocRib {
+            next_hop_subnets: subnets,
+            ..LocRib::default()
+        }
+    }
+
+    /// RFC 4271 9.1.2.1: whether `path` may take part in the decision process. A family with
+    /// no subnet given is not restricted.
+    fn resolvable(&self, path: &Path) -> bool {
+        let hop = path.attrs.next_hop;
+        path.source == Source::Local
+            || hop.is_unspecified()
+            || on_subnets(hop, &self.next_hop_subnets)
     }
 
     pub fn len(&self) -> usize {
@@ -179,7 +201,16 @@ impl LocRib {
 
     fn reselect(&mut self, prefix: IpNet) -> Option<Change> {
         let paths = self.candidates.get(&prefix)?;
-        let new = select(paths);
+        let new = if self.next_hop_subnets.is_empty() {
+            select(paths)
+        } else {
+            let usable: Vec<Path> = paths
+                .iter()
+                .filter(|p| self.resolvable(p))
+                .cloned()
+                .collect();
+            select(&usable)
+        };
         if paths.is_empty() {
             self.candidates.remove(&prefix);
         }
@@ -195,9 +226,23 @@ impl LocRib {
     }
 }
 
+/// Whether `hop` is in one of `subnets` of its family; true when none of its family is given.
+pub fn on_subnets(hop: IpAddr, subnets: &[IpNet]) -> bool {
+    let mut same_family = subnets
+        .iter()
+        .filter(|s| {
+            matches!(
+                (s, hop),
+                (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))
+            )
+        })
+        .peekable();
+    same_family.peek().is_none() || same_family.any(|s| s.contains(&hop))
+}
+
 /// RFC 4271 9.1.2.2, as an elimination over the candidates (MED comparison is not transitive,
-/// so this is not a sort). Every path's next hop is taken as reachable: peers are on-link or
-/// reached through the node's own routes.
+/// so this is not a sort). The caller has left out paths with unresolvable next hops
+/// ([`LocRib::with_next_hop_subnets`]).
 pub fn select(paths: &[Path]) -> Option<Best> {
     if paths.is_empty() {
         return None;

@@ -135,6 +135,39 @@ fn loc_rib_reports_changes_only_when_the_selection_changes() {
 }
 
 #[test]
+fn paths_with_next_hops_off_our_subnets_are_not_selected() {
+    // A mesh peer in another subnet (shorter iBGP path) and a top-of-rack router on ours.
+    let mut rib = LocRib::with_next_hop_subnets(vec![net("192.0.2.0/24")]);
+    let p = net("10.244.7.0/26");
+    let mut via_mesh = attrs(&[]);
+    via_mesh.next_hop = "198.51.100.7".parse().unwrap();
+    let mut via_tor = attrs(&[65000, 64512]);
+    via_tor.next_hop = "192.0.2.254".parse().unwrap();
+    assert_eq!(
+        rib.upsert(p, learned(peer(1, true), via_mesh.clone())),
+        None
+    );
+    assert!(rib.best(&p).is_none(), "nothing usable yet");
+    let c = rib.upsert(p, learned(peer(2, false), via_tor)).unwrap();
+    assert_eq!(
+        c.best.unwrap().best.attrs.next_hop,
+        "192.0.2.254".parse::<std::net::IpAddr>().unwrap()
+    );
+    // IPv6 has no subnet given: not restricted.
+    let p6 = net("fd00:10:244::/122");
+    let mut v6 = attrs(&[]);
+    v6.next_hop = "2001:db8::7".parse().unwrap();
+    assert!(rib.upsert(p6, learned(peer(1, true), v6)).is_some());
+    // Without the restriction the shorter path wins.
+    let mut all = LocRib::new();
+    all.upsert(p, learned(peer(1, true), via_mesh));
+    assert_eq!(
+        all.best(&p).unwrap().best.source,
+        Source::Peer(peer(1, true).addr)
+    );
+}
+
+#[test]
 fn stale_paths_stay_selected_until_swept() {
     let mut rib = LocRib::new();
     let pi = peer(1, true);

@@ -47,6 +47,9 @@ pub struct SpeakerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
     pub connect_retry: Duration,
+    /// Select only paths whose next hop is in one of these subnets (RFC 4271 9.1.2.1 with
+    /// directly connected next hops, as a node installing routes needs); empty = all paths.
+    pub next_hop_subnets: Vec<IpNet>,
 }
 
 impl SpeakerConfig {
@@ -65,6 +68,7 @@ impl SpeakerConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             connect_retry: Duration::from_secs(5),
+            next_hop_subnets: Vec::new(),
         }
     }
 }

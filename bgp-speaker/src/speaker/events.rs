@@ -11,7 +11,7 @@ use crate::attrs::Attrs;
 use crate::conn::{Conn, ConnEvent, IoEvent, Task};
 use crate::fsm::{Fsm, FsmConfig, Input, State};
 use crate::open::{LocalGracefulRestart, OpenConfig};
-use crate::rib::{Path, Source};
+use crate::rib::{LocRib, Path, Source};
 
 impl Owner {
     pub(super) fn new(
@@ -21,6 +21,7 @@ impl Owner {
         listener: Option<Task>,
     ) -> (Owner, mpsc::UnboundedReceiver<TimerEvent>) {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let rib = LocRib::with_next_hop_subnets(cfg.next_hop_subnets.clone());
         let owner = Owner {
             local: crate::export::LocalInfo {
                 asn: cfg.asn,
@@ -29,7 +30,7 @@ impl Owner {
             },
             cfg,
             peers: Default::default(),
-            rib: Default::default(),
+            rib,
             io_tx,
             timer_tx,
             routes_tx,

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use trellis_bgp_speaker::kernel::{KernelRoute, NextHop};
+use trellis_bgp_speaker::rib::on_subnets;
 use trellis_bgp_speaker::speaker::RouteEvent;
 
 /// What decides which learned routes are installed.
@@ -69,20 +70,7 @@ impl KernelFilter {
     }
 
     fn reachable(&self, hop: IpAddr) -> bool {
-        if hop.is_unspecified() || self.own.contains(&hop) {
-            return false;
-        }
-        let mut same_family = self
-            .subnets
-            .iter()
-            .filter(|s| {
-                matches!(
-                    (s, hop),
-                    (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))
-                )
-            })
-            .peekable();
-        same_family.peek().is_none() || same_family.any(|s| s.contains(&hop))
+        !hop.is_unspecified() && !self.own.contains(&hop) && on_subnets(hop, &self.subnets)
     }
 }
 

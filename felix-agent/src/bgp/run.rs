@@ -58,6 +58,9 @@ struct Settings {
     restart_time: u16,
     next_hop_v4: Option<Ipv4Addr>,
     next_hop_v6: Option<Ipv6Addr>,
+    /// Paths are selected only through next hops on these subnets (none on a reflector,
+    /// which passes on paths it does not use itself).
+    next_hop_subnets: Vec<IpNet>,
 }
 
 /// Everything the datastore asks of this node's speaker.
@@ -163,6 +166,13 @@ fn plan(cache: &Cache, cfg: &BgpAgentConfig) -> Option<Plan> {
         (BindMode::NodeIp, Some(a)) => IpAddr::V4(a),
         _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
+    let mut subnets: Vec<IpNet> = cfg
+        .underlay_subnet
+        .or(node_bgp.ipv4_address)
+        .map(|n| n.trunc())
+        .into_iter()
+        .collect();
+    subnets.extend(node_bgp.ipv6_address.map(|n| n.trunc()));
     let settings = Settings {
         asn: node_bgp.as_number.unwrap_or_else(|| bgp_cfg.as_number()),
         router_id: v4.unwrap_or_else(|| router_id_from_name(me)),
@@ -172,14 +182,11 @@ fn plan(cache: &Cache, cfg: &BgpAgentConfig) -> Option<Plan> {
             .unwrap_or(u16::MAX),
         next_hop_v4: v4,
         next_hop_v6: v6,
+        next_hop_subnets: match node_bgp.route_reflector_cluster_id {
+            Some(_) => vec![],
+            None => subnets.clone(),
+        },
     };
-    let mut subnets: Vec<IpNet> = cfg
-        .underlay_subnet
-        .or(node_bgp.ipv4_address)
-        .map(|n| n.trunc())
-        .into_iter()
-        .collect();
-    subnets.extend(node_bgp.ipv6_address.map(|n| n.trunc()));
     let filter = KernelFilter {
         encapsulated_pools: pools
             .iter()
@@ -355,6 +362,7 @@ pub async fn run(
                     });
                     sc.next_hop_v4 = p.settings.next_hop_v4;
                     sc.next_hop_v6 = p.settings.next_hop_v6;
+                    sc.next_hop_subnets = p.settings.next_hop_subnets.clone();
                     match Speaker::start(sc).await {
                         Ok((speaker, rx)) => {
                             problems.remove("listen");
