@@ -5,29 +5,19 @@
 
 mod peers;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use peers::trellis::TrellisNode;
-use peers::{BgpPeer, Bird, Family, Frr, Gobgp, Neighbor, Ns, PeerConfig as DaemonConfig};
+use peers::{
+    ip, net, ok, BgpPeer, Bird, Family, Frr, Gobgp, Neighbor, Ns, PeerConfig as DaemonConfig,
+};
 use trellis_bgp_speaker::family::Family as Fam;
 use trellis_bgp_speaker::speaker::{PeerConfig, SpeakerConfig};
 
 const T: Duration = Duration::from_secs(20);
 const TRELLIS_AS: u32 = 64512;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Waits until `d` has learned at least `want` (other routes may be there too).
 fn wait_has(d: &dyn BgpPeer, family: Family, want: &[IpNet]) {

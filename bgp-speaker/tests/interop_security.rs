@@ -5,12 +5,11 @@
 
 mod peers;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use peers::trellis::TrellisNode;
-use peers::{BgpPeer, Bird, Family, Frr, Neighbor, Ns, PeerConfig as DaemonConfig};
+use peers::{ip, net, ok, BgpPeer, Bird, Family, Frr, Neighbor, Ns, PeerConfig as DaemonConfig};
 use trellis_bgp_speaker::family::Family as Fam;
 use trellis_bgp_speaker::fsm::State;
 use trellis_bgp_speaker::speaker::{PeerConfig, SpeakerConfig, TtlMode};
@@ -21,16 +20,11 @@ const REFUSED_FOR: Duration = Duration::from_secs(8);
 const TRELLIS_AS: u32 = 64512;
 const PASSWORD: &str = "s3cret-md5";
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+/// A daemon at `addr` of AS `asn` with the one neighbor `n`, originating `prefix`.
+fn one_neighbor(asn: u32, addr: &str, n: Neighbor, prefix: &str) -> DaemonConfig {
+    DaemonConfig::new(asn, addr.parse().unwrap())
+        .neighbor(n)
+        .originate(&[prefix])
 }
 
 fn start_trellis(ns: &Ns, router_id: Ipv4Addr) -> TrellisNode {
@@ -41,6 +35,25 @@ fn start_trellis(ns: &Ns, router_id: Ipv4Addr) -> TrellisNode {
     let node = TrellisNode::start(ns, cfg);
     node.speaker().originate(net("10.244.1.0/26")).unwrap();
     node
+}
+
+/// Trellis (10.0.1.1) and a namespace for BIRD (10.0.1.2) on one link.
+fn trellis_and_bird() -> (tempfile::TempDir, Ns, Ns, TrellisNode) {
+    peers::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let (nt, nb) = (Ns::new("trl"), Ns::new("bird"));
+    ok(Ns::link(&nt, &nb, &["10.0.1.1/24"], &["10.0.1.2/24"]));
+    let node = start_trellis(&nt, Ipv4Addr::new(10, 0, 1, 1));
+    (tmp, nt, nb, node)
+}
+
+/// BIRD of AS 65001 at 10.0.1.2 (see [`trellis_and_bird`]) originating 10.1.1.0/26.
+fn start_bird(ns: &Ns, tmp: &tempfile::TempDir, trellis: Neighbor) -> Bird {
+    ok(Bird::start(
+        ns,
+        &one_neighbor(65001, "10.0.1.2", trellis, "10.1.1.0/26"),
+        tmp.path(),
+    ))
 }
 
 fn trellis_peer(addr: &str, asn: u32) -> PeerConfig {
@@ -95,29 +108,27 @@ fn counter(ns: &Ns, name: &str) -> u64 {
 
 #[test]
 fn md5_with_the_right_password_bird_and_frr_establish_and_exchange_routes() {
-    peers::require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let (nt, nb, nf) = (Ns::new("trl"), Ns::new("bird"), Ns::new("frr"));
-    ok(Ns::link(&nt, &nb, &["10.0.1.1/24"], &["10.0.1.2/24"]));
+    let (tmp, nt, nb, node) = trellis_and_bird();
+    let nf = Ns::new("frr");
     ok(Ns::link(&nt, &nf, &["10.0.2.1/24"], &["10.0.2.2/24"]));
-    let node = start_trellis(&nt, Ipv4Addr::new(10, 0, 1, 1));
     for (addr, asn) in [("10.0.1.2", 65001), ("10.0.2.2", 65002)] {
         let mut p = trellis_peer(addr, asn);
         p.password = Some(PASSWORD.into());
         node.speaker().add_peer(p).unwrap();
     }
-    let bird = ok(Bird::start(
+    let bird = start_bird(
         &nb,
-        &DaemonConfig::new(65001, Ipv4Addr::new(10, 0, 1, 2))
-            .neighbor(Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).md5(PASSWORD))
-            .originate(&["10.1.1.0/26"]),
-        tmp.path(),
-    ));
+        &tmp,
+        Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).md5(PASSWORD),
+    );
     let frr = ok(Frr::start(
         &nf,
-        &DaemonConfig::new(65002, Ipv4Addr::new(10, 0, 2, 2))
-            .neighbor(Neighbor::new(ip("10.0.2.1"), TRELLIS_AS).md5(PASSWORD))
-            .originate(&["10.1.2.0/26"]),
+        &one_neighbor(
+            65002,
+            "10.0.2.2",
+            Neighbor::new(ip("10.0.2.1"), TRELLIS_AS).md5(PASSWORD),
+            "10.1.2.0/26",
+        ),
         tmp.path(),
     ));
     assert_exchanges_routes(&node, &bird, "10.0.1.2", "10.0.1.1", "10.1.1.0/26");
@@ -133,21 +144,15 @@ fn md5_with_the_right_password_bird_and_frr_establish_and_exchange_routes() {
 
 #[test]
 fn md5_with_a_wrong_password_bird_never_establishes_and_the_kernels_drop_the_segments() {
-    peers::require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let (nt, nb) = (Ns::new("trl"), Ns::new("bird"));
-    ok(Ns::link(&nt, &nb, &["10.0.1.1/24"], &["10.0.1.2/24"]));
-    let node = start_trellis(&nt, Ipv4Addr::new(10, 0, 1, 1));
+    let (tmp, nt, nb, node) = trellis_and_bird();
     let mut p = trellis_peer("10.0.1.2", 65001);
     p.password = Some(PASSWORD.into());
     node.speaker().add_peer(p).unwrap();
-    let bird = ok(Bird::start(
+    let bird = start_bird(
         &nb,
-        &DaemonConfig::new(65001, Ipv4Addr::new(10, 0, 1, 2))
-            .neighbor(Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).md5("not-the-password"))
-            .originate(&["10.1.1.0/26"]),
-        tmp.path(),
-    ));
+        &tmp,
+        Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).md5("not-the-password"),
+    );
     assert_never_established(&node, &bird, "10.0.1.2", "10.0.1.1");
     // Both connect: each kernel drops the other's SYNs, signed with the wrong key
     // (our listener's key for BIRD, BIRD's for us).
@@ -187,12 +192,9 @@ fn md5_password_longer_than_80_bytes_is_refused_naming_the_peer() {
 
 #[test]
 fn gtsm_with_bird_establishes_and_our_default_ttl_1_is_dropped_by_its_min_ttl() {
-    peers::require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let (nt, nb, nb2) = (Ns::new("trl"), Ns::new("bird"), Ns::new("bird2"));
-    ok(Ns::link(&nt, &nb, &["10.0.1.1/24"], &["10.0.1.2/24"]));
+    let (tmp, nt, nb, node) = trellis_and_bird();
+    let nb2 = Ns::new("bird2");
     ok(Ns::link(&nt, &nb2, &["10.0.3.1/24"], &["10.0.3.2/24"]));
-    let node = start_trellis(&nt, Ipv4Addr::new(10, 0, 1, 1));
     let mut p = trellis_peer("10.0.1.2", 65001);
     p.ttl = TtlMode::Security { hops: 1 };
     node.speaker().add_peer(p).unwrap();
@@ -200,18 +202,19 @@ fn gtsm_with_bird_establishes_and_our_default_ttl_1_is_dropped_by_its_min_ttl() 
     node.speaker()
         .add_peer(trellis_peer("10.0.3.2", 65003))
         .unwrap();
-    let bird = ok(Bird::start(
+    let bird = start_bird(
         &nb,
-        &DaemonConfig::new(65001, Ipv4Addr::new(10, 0, 1, 2))
-            .neighbor(Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).ttl_security())
-            .originate(&["10.1.1.0/26"]),
-        tmp.path(),
-    ));
+        &tmp,
+        Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).ttl_security(),
+    );
     let bird2 = ok(Bird::start(
         &nb2,
-        &DaemonConfig::new(65003, Ipv4Addr::new(10, 0, 3, 2))
-            .neighbor(Neighbor::new(ip("10.0.3.1"), TRELLIS_AS).ttl_security())
-            .originate(&["10.1.3.0/26"]),
+        &one_neighbor(
+            65003,
+            "10.0.3.2",
+            Neighbor::new(ip("10.0.3.1"), TRELLIS_AS).ttl_security(),
+            "10.1.3.0/26",
+        ),
         tmp.path(),
     ));
     assert_exchanges_routes(&node, &bird, "10.0.1.2", "10.0.1.1", "10.1.1.0/26");
@@ -237,9 +240,12 @@ fn ebgp_multihop_2_reaches_bird_behind_a_router_and_the_single_hop_default_does_
     let node = start_trellis(&nt, Ipv4Addr::new(10, 0, 5, 1));
     let bird = ok(Bird::start(
         &nb,
-        &DaemonConfig::new(65001, Ipv4Addr::new(10, 0, 6, 2))
-            .neighbor(Neighbor::new(ip("10.0.5.1"), TRELLIS_AS).multihop_ttl(2))
-            .originate(&["10.1.6.0/26"]),
+        &one_neighbor(
+            65001,
+            "10.0.6.2",
+            Neighbor::new(ip("10.0.5.1"), TRELLIS_AS).multihop_ttl(2),
+            "10.1.6.0/26",
+        ),
         tmp.path(),
     ));
 

@@ -332,6 +332,19 @@ pub trait BgpPeer {
     }
 }
 
+/// Test shorthands: an address, a prefix, and a harness result or a panic with its report.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+pub fn ok<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Polls `cond` every 100 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
