@@ -37,28 +37,40 @@ fn start_trellis(ns: &Ns, router_id: Ipv4Addr) -> TrellisNode {
     node
 }
 
-/// Trellis (10.0.1.1) and a namespace for BIRD (10.0.1.2) on one link.
+/// Trellis (10.0.1.1, fd00:1::1) and a namespace for BIRD (10.0.1.2, fd00:1::2) on one link.
 fn trellis_and_bird() -> (tempfile::TempDir, Ns, Ns, TrellisNode) {
     peers::require_root();
     let tmp = tempfile::tempdir().unwrap();
     let (nt, nb) = (Ns::new("trl"), Ns::new("bird"));
-    ok(Ns::link(&nt, &nb, &["10.0.1.1/24"], &["10.0.1.2/24"]));
+    ok(Ns::link(
+        &nt,
+        &nb,
+        &["10.0.1.1/24", "fd00:1::1/64"],
+        &["10.0.1.2/24", "fd00:1::2/64"],
+    ));
     let node = start_trellis(&nt, Ipv4Addr::new(10, 0, 1, 1));
     (tmp, nt, nb, node)
 }
 
-/// BIRD of AS 65001 at 10.0.1.2 (see [`trellis_and_bird`]) originating 10.1.1.0/26.
-fn start_bird(ns: &Ns, tmp: &tempfile::TempDir, trellis: Neighbor) -> Bird {
-    ok(Bird::start(
-        ns,
-        &one_neighbor(65001, "10.0.1.2", trellis, "10.1.1.0/26"),
-        tmp.path(),
-    ))
+/// BIRD of AS 65001 at 10.0.1.2 and fd00:1::2 (see [`trellis_and_bird`]) originating
+/// 10.1.1.0/26, its neighbors trellis over IPv4 and IPv6, each as `with` makes it.
+fn start_bird(ns: &Ns, tmp: &tempfile::TempDir, with: impl Fn(Neighbor) -> Neighbor) -> Bird {
+    let cfg = DaemonConfig::new(65001, Ipv4Addr::new(10, 0, 1, 2))
+        .neighbor(with(Neighbor::new(ip("10.0.1.1"), TRELLIS_AS)))
+        .neighbor(with(Neighbor::new(ip("fd00:1::1"), TRELLIS_AS)))
+        .originate(&["10.1.1.0/26"]);
+    ok(Bird::start(ns, &cfg, tmp.path()))
 }
 
 fn trellis_peer(addr: &str, asn: u32) -> PeerConfig {
-    let mut p = PeerConfig::new(ip(addr), asn);
-    p.families = [Fam::Ipv4Unicast].into();
+    let a = ip(addr);
+    let mut p = PeerConfig::new(a, asn);
+    p.families = [if a.is_ipv4() {
+        Fam::Ipv4Unicast
+    } else {
+        Fam::Ipv6Unicast
+    }]
+    .into();
     p.hold_time = Some(9);
     p
 }
@@ -70,6 +82,13 @@ fn state_of(node: &TrellisNode, peer: &str) -> Option<State> {
         .map(|s| s.state)
 }
 
+/// Both sides agree the session is up.
+fn assert_established(node: &TrellisNode, d: &dyn BgpPeer, peer: &str, ours: &str) {
+    ok(d.wait_established(ip(ours), T));
+    let up = peers::wait_until(T, || state_of(node, peer) == Some(State::Established));
+    assert!(up, "trellis: {:#?}", node.status());
+}
+
 /// Both sides agree the session is up and each learned the other's prefix.
 fn assert_exchanges_routes(
     node: &TrellisNode,
@@ -78,14 +97,13 @@ fn assert_exchanges_routes(
     ours: &str,
     theirs: &str,
 ) {
-    ok(d.wait_established(ip(ours), T));
+    assert_established(node, d, peer, ours);
     if let Err(e) = d.wait_routes(Family::Ipv4, T, &|r| {
         r.iter().any(|r| r.prefix == net("10.244.1.0/26"))
     }) {
         panic!("{e}\ntrellis: {:#?}\n{:#?}", node.status(), node.routes());
     }
     node.wait_routes(&[net(theirs)], &format!("{} over {peer}", d.kind()));
-    assert_eq!(state_of(node, peer), Some(State::Established));
 }
 
 /// Watches for [`REFUSED_FOR`]: neither side may reach Established.
@@ -111,16 +129,16 @@ fn md5_with_the_right_password_bird_and_frr_establish_and_exchange_routes() {
     let (tmp, nt, nb, node) = trellis_and_bird();
     let nf = Ns::new("frr");
     ok(Ns::link(&nt, &nf, &["10.0.2.1/24"], &["10.0.2.2/24"]));
-    for (addr, asn) in [("10.0.1.2", 65001), ("10.0.2.2", 65002)] {
+    for (addr, asn) in [
+        ("10.0.1.2", 65001),
+        ("fd00:1::2", 65001),
+        ("10.0.2.2", 65002),
+    ] {
         let mut p = trellis_peer(addr, asn);
         p.password = Some(PASSWORD.into());
         node.speaker().add_peer(p).unwrap();
     }
-    let bird = start_bird(
-        &nb,
-        &tmp,
-        Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).md5(PASSWORD),
-    );
+    let bird = start_bird(&nb, &tmp, |n| n.md5(PASSWORD));
     let frr = ok(Frr::start(
         &nf,
         &one_neighbor(
@@ -133,6 +151,7 @@ fn md5_with_the_right_password_bird_and_frr_establish_and_exchange_routes() {
     ));
     assert_exchanges_routes(&node, &bird, "10.0.1.2", "10.0.1.1", "10.1.1.0/26");
     assert_exchanges_routes(&node, &frr, "10.0.2.2", "10.0.2.1", "10.1.2.0/26");
+    assert_established(&node, &bird, "fd00:1::2", "fd00:1::1");
     // Signed both ways: no segment went unsigned or failed verification.
     for ns in [&nt, &nb, &nf] {
         for c in ["TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected"] {
@@ -148,11 +167,7 @@ fn md5_with_a_wrong_password_bird_never_establishes_and_the_kernels_drop_the_seg
     let mut p = trellis_peer("10.0.1.2", 65001);
     p.password = Some(PASSWORD.into());
     node.speaker().add_peer(p).unwrap();
-    let bird = start_bird(
-        &nb,
-        &tmp,
-        Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).md5("not-the-password"),
-    );
+    let bird = start_bird(&nb, &tmp, |n| n.md5("not-the-password"));
     assert_never_established(&node, &bird, "10.0.1.2", "10.0.1.1");
     // Both connect: each kernel drops the other's SYNs, signed with the wrong key
     // (our listener's key for BIRD, BIRD's for us).
@@ -195,18 +210,18 @@ fn gtsm_with_bird_establishes_and_our_default_ttl_1_is_dropped_by_its_min_ttl() 
     let (tmp, nt, nb, node) = trellis_and_bird();
     let nb2 = Ns::new("bird2");
     ok(Ns::link(&nt, &nb2, &["10.0.3.1/24"], &["10.0.3.2/24"]));
-    let mut p = trellis_peer("10.0.1.2", 65001);
-    p.ttl = TtlMode::Security { hops: 1 };
+    for addr in ["10.0.1.2", "fd00:1::2"] {
+        let mut p = trellis_peer(addr, 65001);
+        p.ttl = TtlMode::Security { hops: 1 };
+        node.speaker().add_peer(p).unwrap();
+    }
+    // The same BIRD configuration against our single-hop default (TTL 1). Passive: BIRD
+    // sets its minimum TTL on a connection it accepted only after accept(), so our OPEN
+    // could slip in first; on the connection BIRD opens, the minimum is there from the SYN.
+    let mut p = trellis_peer("10.0.3.2", 65003);
+    p.passive = true;
     node.speaker().add_peer(p).unwrap();
-    // The same BIRD configuration against our single-hop default (TTL 1).
-    node.speaker()
-        .add_peer(trellis_peer("10.0.3.2", 65003))
-        .unwrap();
-    let bird = start_bird(
-        &nb,
-        &tmp,
-        Neighbor::new(ip("10.0.1.1"), TRELLIS_AS).ttl_security(),
-    );
+    let bird = start_bird(&nb, &tmp, |n| n.ttl_security());
     let bird2 = ok(Bird::start(
         &nb2,
         &one_neighbor(
@@ -218,6 +233,8 @@ fn gtsm_with_bird_establishes_and_our_default_ttl_1_is_dropped_by_its_min_ttl() 
         tmp.path(),
     ));
     assert_exchanges_routes(&node, &bird, "10.0.1.2", "10.0.1.1", "10.1.1.0/26");
+    // IPv6: IPV6_UNICAST_HOPS 255 and IPV6_MINHOPCOUNT.
+    assert_established(&node, &bird, "fd00:1::2", "fd00:1::1");
     assert_never_established(&node, &bird2, "10.0.3.2", "10.0.3.1");
     assert!(
         counter(&nb2, "TCPMinTTLDrop") > 0,
