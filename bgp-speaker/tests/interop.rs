@@ -9,12 +9,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use peers::trellis::TrellisNode;
+use peers::trellis::{trellis_peer, TrellisNode};
 use peers::{
     ip, net, ok, BgpPeer, Bird, Family, Frr, Gobgp, Neighbor, Ns, PeerConfig as DaemonConfig,
 };
-use trellis_bgp_speaker::family::Family as Fam;
-use trellis_bgp_speaker::speaker::{PeerConfig, SpeakerConfig};
+use trellis_bgp_speaker::speaker::SpeakerConfig;
 
 const T: Duration = Duration::from_secs(20);
 const TRELLIS_AS: u32 = 64512;
@@ -24,19 +23,6 @@ fn wait_has(d: &dyn BgpPeer, family: Family, want: &[IpNet]) {
     ok(d.wait_routes(family, T, &|routes| {
         want.iter().all(|w| routes.iter().any(|r| r.prefix == *w))
     }));
-}
-
-fn trellis_peer(addr: &str, asn: u32) -> PeerConfig {
-    let a = ip(addr);
-    let mut p = PeerConfig::new(a, asn);
-    p.families = [if a.is_ipv4() {
-        Fam::Ipv4Unicast
-    } else {
-        Fam::Ipv6Unicast
-    }]
-    .into();
-    p.hold_time = Some(9);
-    p
 }
 
 #[test]

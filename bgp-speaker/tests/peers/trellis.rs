@@ -3,13 +3,28 @@
 use std::time::Duration;
 
 use ipnet::IpNet;
+use trellis_bgp_speaker::family::Family;
 use trellis_bgp_speaker::install::{install, kernel_route, InstallConfig};
 use trellis_bgp_speaker::kernel::{KernelSync, KernelSyncConfig, RtNetlinkTable};
-use trellis_bgp_speaker::speaker::{PeerStatus, RibEntry, Speaker, SpeakerConfig};
+use trellis_bgp_speaker::speaker::{PeerConfig, PeerStatus, RibEntry, Speaker, SpeakerConfig};
 
-use super::Ns;
+use super::{ip, Ns};
 
 const T: Duration = Duration::from_secs(20);
+
+/// A peer of the trellis speaker carrying the family of its address, hold time 9 s.
+pub fn trellis_peer(addr: &str, asn: u32) -> PeerConfig {
+    let a = ip(addr);
+    let mut p = PeerConfig::new(a, asn);
+    p.families = [if a.is_ipv4() {
+        Family::Ipv4Unicast
+    } else {
+        Family::Ipv6Unicast
+    }]
+    .into();
+    p.hold_time = Some(9);
+    p
+}
 
 /// A trellis speaker running inside `ns` on its own thread (sockets and netlink are per
 /// namespace), with kernel installation on.
