@@ -19,5 +19,6 @@ pub mod open;
 pub mod revised_errors;
 pub mod rib;
 pub mod speaker;
+pub mod tcp_md5;
 pub mod update;
 pub mod wire;

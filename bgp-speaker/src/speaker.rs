@@ -24,7 +24,8 @@ use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::attrs::Attrs;
-use crate::conn::{Conn, IoEvent, Task};
+pub use crate::conn::TtlMode;
+use crate::conn::{Conn, IoEvent, Listener, Task};
 use crate::export::{LocalInfo, NextHopMode, PeerExport};
 use crate::family::Family;
 use crate::fsm::{Fsm, State, Timer};
@@ -103,6 +104,10 @@ pub struct PeerConfig {
     /// How often our own AS may appear in a path from this eBGP peer before it is refused as
     /// a loop (BIRD's `allow local as`, Calico's `numAllowedLocalASNumbers`).
     pub allow_local_as: u8,
+    /// TCP MD5 signature key (RFC 2385), at most 80 bytes.
+    pub password: Option<String>,
+    /// Outgoing TTL and GTSM (eBGP multihop, RFC 5082).
+    pub ttl: TtlMode,
 }
 
 impl PeerConfig {
@@ -121,6 +126,8 @@ impl PeerConfig {
             families: Family::ALL.into_iter().collect(),
             restart_time: None,
             allow_local_as: 0,
+            password: None,
+            ttl: TtlMode::Default,
         }
     }
 }
@@ -187,6 +194,8 @@ pub enum SpeakerError {
     },
     #[error("the BGP speaker task has stopped")]
     Gone,
+    #[error("BGP peer {peer}: {reason}")]
+    InvalidPeer { peer: IpAddr, reason: String },
 }
 
 #[derive(Debug)]
@@ -217,8 +226,10 @@ impl Speaker {
         let (io_tx, io_rx) = mpsc::unbounded_channel();
         let listener = match cfg.listen {
             Some(addr) => {
-                let l = bind(addr).map_err(|source| SpeakerError::Listen { addr, source })?;
-                Some(crate::conn::listen(l, io_tx.clone()))
+                let l = bind(addr)
+                    .and_then(|l| crate::conn::listen(l, io_tx.clone()))
+                    .map_err(|source| SpeakerError::Listen { addr, source })?;
+                Some(l)
             }
             None => None,
         };
@@ -230,6 +241,7 @@ impl Speaker {
     }
 
     pub fn add_peer(&self, peer: PeerConfig) -> Result<(), SpeakerError> {
+        peer.validate()?;
         self.send(Command::AddPeer(peer))
     }
 
@@ -350,7 +362,7 @@ struct Owner {
     next_conn: u64,
     /// Loc-RIB changes not yet advertised (flushed after every event).
     pending: Vec<crate::rib::Change>,
-    _listener: Option<Task>,
+    listener: Option<Listener>,
 }
 
 impl std::fmt::Debug for Owner {

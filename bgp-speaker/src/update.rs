@@ -1,25 +1,25 @@
 //! UPDATE messages to and from route changes: NLRI of IPv4 in the classic fields and of IPv6
-//! in MP_REACH/MP_UNREACH (RFC 4760), AS paths with 4-octet AS numbers, AS4_PATH for peers
-//! without them (RFC 6793), and chunking to the 4096-byte message limit.
+//! in MP_REACH/MP_UNREACH (RFC 4760), and chunking to the 4096-byte message limit. AS numbers
+//! are 4-octet here; the RFC 6793 translation both ways (AS_TRANS, AS4_PATH, AS4_AGGREGATOR)
+//! is the wire layer's: [`effective_as_path`], [`effective_aggregator`], [`as_path_for_peer`].
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use netgauze_bgp_pkt::community::{Community, LargeCommunity};
-use netgauze_bgp_pkt::iana::AS_TRANS;
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::path_attribute::{Aggregator, AsPath as WireAsPath, Origin as WireOrigin};
 use netgauze_bgp_pkt::path_attribute::{
-    As2Aggregator, As2PathSegment, As4Aggregator, As4Path, As4PathSegment, AsPathSegmentType,
-    AtomicAggregate, ClusterId, ClusterList, Communities, LargeCommunities, LocalPreference,
-    MpReach, MpUnreach, MultiExitDiscriminator, NextHop, Originator, PathAttribute,
-    PathAttributeValue,
+    As4Aggregator, As4PathSegment, AsPathSegmentType, AtomicAggregate, ClusterId, ClusterList,
+    Communities, LargeCommunities, LocalPreference, MpReach, MpUnreach, MultiExitDiscriminator,
+    NextHop, Originator, PathAttribute, PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 
 use crate::attrs::{AsPath, Attrs, Origin, Segment};
 use crate::family::Family;
+use crate::wire::{as_path_for_peer, effective_aggregator, effective_as_path};
 
 /// What one received UPDATE means for the Adj-RIB-In.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,12 +53,13 @@ impl RouteUpdate {
 /// Reads a received UPDATE. NLRI of families the session did not negotiate are dropped.
 /// A missing mandatory attribute comes back as the error beside the update with its
 /// announcements turned into withdrawals, so the caller can log it and still apply the rest.
+/// Whether the peer speaks 4-octet ASNs shows in how its AS_PATH was decoded (2-octet
+/// segments: AS4_PATH and AS4_AGGREGATOR apply, RFC 6793 4.2.3).
 pub fn from_wire(
     u: &BgpUpdateMessage,
-    asn4: bool,
     families: &BTreeSet<Family>,
 ) -> (RouteUpdate, Option<UpdateError>) {
-    match read(u, asn4, families) {
+    match read(u, families) {
         Ok(r) => (r, None),
         Err((e, r)) => (*r, Some(e)),
     }
@@ -66,7 +67,6 @@ pub fn from_wire(
 
 fn read(
     u: &BgpUpdateMessage,
-    asn4: bool,
     families: &BTreeSet<Family>,
 ) -> Result<RouteUpdate, (UpdateError, Box<RouteUpdate>)> {
     let mut out = RouteUpdate {
@@ -85,8 +85,6 @@ fn read(
             .extend(u.nlri().iter().map(|a| IpNet::V4(a.network().address())));
     }
     let mut origin = None;
-    let mut as2: Option<Vec<Segment>> = None;
-    let mut as4_path: Option<Vec<Segment>> = None;
     let mut v4_next_hop = None;
     let mut mp_next_hop = None;
     let mut attrs_partial = PartialAttrs::default();
@@ -99,18 +97,10 @@ fn read(
                     WireOrigin::Incomplete => Origin::Incomplete,
                 })
             }
-            PathAttributeValue::AsPath(p) => as2 = Some(segments_of(p)),
-            PathAttributeValue::As4Path(p) => as4_path = Some(as4_segments(p.segments())),
             PathAttributeValue::NextHop(n) => v4_next_hop = Some(n.next_hop()),
             PathAttributeValue::MultiExitDiscriminator(m) => attrs_partial.med = Some(m.metric()),
             PathAttributeValue::LocalPreference(l) => attrs_partial.local_pref = Some(l.metric()),
             PathAttributeValue::AtomicAggregate(_) => attrs_partial.atomic_aggregate = true,
-            PathAttributeValue::Aggregator(a) => {
-                attrs_partial.aggregator = Some(match a {
-                    Aggregator::As2Aggregator(a) => (u32::from(*a.asn()), a.origin()),
-                    Aggregator::As4Aggregator(a) => (*a.asn(), a.origin()),
-                })
-            }
             PathAttributeValue::Communities(c) => {
                 attrs_partial.communities = c.communities().iter().map(|c| c.value()).collect()
             }
@@ -143,10 +133,8 @@ fn read(
     if out.announced.is_empty() {
         return Ok(out);
     }
-    let as_path = match (as2, as4_path) {
-        (Some(p), Some(p4)) if !asn4 => merge_as4_path(p, p4),
-        (Some(p), _) => p,
-        (None, _) => return Err(missing("AS_PATH", out)),
+    let Some(as_path) = effective_as_path(u) else {
+        return Err(missing("AS_PATH", out));
     };
     let Some(origin) = origin else {
         return Err(missing("ORIGIN", out));
@@ -165,13 +153,13 @@ fn read(
     }
     out.attrs = Some(Attrs {
         origin,
-        as_path: AsPath(as_path),
+        as_path: AsPath(as_path.iter().map(segment).collect()),
         next_hop,
         link_local_next_hop: link_local,
         med: attrs_partial.med,
         local_pref: attrs_partial.local_pref,
         atomic_aggregate: attrs_partial.atomic_aggregate,
-        aggregator: attrs_partial.aggregator,
+        aggregator: effective_aggregator(u),
         communities: attrs_partial.communities,
         large_communities: attrs_partial.large_communities,
         originator_id: attrs_partial.originator_id,
@@ -185,7 +173,6 @@ struct PartialAttrs {
     med: Option<u32>,
     local_pref: Option<u32>,
     atomic_aggregate: bool,
-    aggregator: Option<(u32, Ipv4Addr)>,
     communities: Vec<u32>,
     large_communities: Vec<(u32, u32, u32)>,
     originator_id: Option<Ipv4Addr>,
@@ -200,64 +187,16 @@ fn missing(attribute: &'static str, out: RouteUpdate) -> (UpdateError, Box<Route
     (e, Box::new(out.treat_as_withdraw()))
 }
 
-fn segments_of(p: &WireAsPath) -> Vec<Segment> {
-    match p {
-        WireAsPath::As2PathSegments(segs) => segs
-            .iter()
-            .map(|s| {
-                segment(
-                    s.segment_type(),
-                    s.as_numbers().iter().map(|a| u32::from(*a)).collect(),
-                )
-            })
-            .collect(),
-        WireAsPath::As4PathSegments(segs) => as4_segments(segs),
-    }
-}
-
-fn as4_segments(segs: &[As4PathSegment]) -> Vec<Segment> {
-    segs.iter()
-        .map(|s| segment(s.segment_type(), s.as_numbers().to_vec()))
-        .collect()
-}
-
-fn segment(t: AsPathSegmentType, asns: Vec<u32>) -> Segment {
-    match t {
+fn segment(s: &As4PathSegment) -> Segment {
+    let asns = s.as_numbers().to_vec();
+    match s.segment_type() {
         AsPathSegmentType::AsSet => Segment::Set(asns),
         AsPathSegmentType::AsSequence => Segment::Sequence(asns),
     }
 }
 
-/// RFC 6793 4.2.3: keep the leading ASes of AS_PATH that AS4_PATH does not cover, then AS4_PATH.
-fn merge_as4_path(as_path: Vec<Segment>, as4: Vec<Segment>) -> Vec<Segment> {
-    let len = |p: &[Segment]| AsPath(p.to_vec()).len();
-    let (n, n4) = (len(&as_path), len(&as4));
-    if n < n4 {
-        return as_path;
-    }
-    let mut keep = n - n4;
-    let mut merged = Vec::new();
-    for seg in as_path {
-        if keep == 0 {
-            break;
-        }
-        match seg {
-            Segment::Sequence(v) => {
-                let take = keep.min(v.len());
-                keep -= take;
-                merged.push(Segment::Sequence(v[..take].to_vec()));
-            }
-            set @ Segment::Set(_) => {
-                keep -= 1;
-                merged.push(set);
-            }
-        }
-    }
-    merged.extend(as4);
-    merged
-}
-
-/// UPDATEs announcing `prefixes` (all of `family`) with `attrs`, each within 4096 bytes.
+/// UPDATEs announcing `prefixes` (all of `family`) with `attrs`, each within 4096 bytes,
+/// for a peer with (`asn4`) or without 4-octet AS numbers.
 pub fn announce(
     family: Family,
     attrs: &Attrs,
@@ -268,8 +207,8 @@ pub fn announce(
     prefixes
         .chunks(per_message)
         .map(|chunk| {
-            let mut pa = common_attributes(attrs, asn4);
-            match family {
+            let mut pa = common_attributes(attrs);
+            let u = match family {
                 Family::Ipv4Unicast => {
                     if let IpAddr::V4(nh) = attrs.next_hop {
                         pa.push(wk(PathAttributeValue::NextHop(NextHop::new(nh))));
@@ -292,7 +231,8 @@ pub fn announce(
                     ));
                     BgpUpdateMessage::new(vec![], pa, vec![])
                 }
-            }
+            };
+            as_path_for_peer(&u, asn4)
         })
         .collect()
 }
@@ -373,19 +313,16 @@ fn v6_nlri(prefixes: &[IpNet]) -> Vec<Ipv6UnicastAddress> {
         .collect()
 }
 
-/// ORIGIN, AS_PATH (+ AS4_PATH), MED, LOCAL_PREF, ... in type-code order.
-fn common_attributes(a: &Attrs, asn4: bool) -> Vec<PathAttribute> {
+/// ORIGIN, AS_PATH, MED, LOCAL_PREF, ... in type-code order, with 4-octet AS numbers.
+fn common_attributes(a: &Attrs) -> Vec<PathAttribute> {
     let mut pa = vec![wk(PathAttributeValue::Origin(match a.origin {
         Origin::Igp => WireOrigin::IGP,
         Origin::Egp => WireOrigin::EGP,
         Origin::Incomplete => WireOrigin::Incomplete,
     }))];
-    let needs_as4 = !asn4 && a.as_path.asns().iter().any(|x| *x > u32::from(u16::MAX));
-    pa.push(wk(PathAttributeValue::AsPath(if asn4 {
-        WireAsPath::As4PathSegments(to_as4(&a.as_path).into())
-    } else {
-        WireAsPath::As2PathSegments(to_as2(&a.as_path).into())
-    })));
+    pa.push(wk(PathAttributeValue::AsPath(WireAsPath::As4PathSegments(
+        to_as4(&a.as_path).into(),
+    ))));
     if let Some(m) = a.med {
         pa.push(opt(
             false,
@@ -401,11 +338,7 @@ fn common_attributes(a: &Attrs, asn4: bool) -> Vec<PathAttribute> {
         pa.push(wk(PathAttributeValue::AtomicAggregate(AtomicAggregate)));
     }
     if let Some((asn, id)) = a.aggregator {
-        let agg = match (asn4, u16::try_from(asn)) {
-            (false, Ok(a2)) => Aggregator::As2Aggregator(As2Aggregator::new(a2, id)),
-            (false, Err(_)) => Aggregator::As2Aggregator(As2Aggregator::new(AS_TRANS, id)),
-            (true, _) => Aggregator::As4Aggregator(As4Aggregator::new(asn, id)),
-        };
+        let agg = Aggregator::As4Aggregator(As4Aggregator::new(asn, id));
         pa.push(opt(true, PathAttributeValue::Aggregator(agg)));
     }
     if !a.communities.is_empty() {
@@ -426,12 +359,6 @@ fn common_attributes(a: &Attrs, asn4: bool) -> Vec<PathAttribute> {
         pa.push(opt(
             false,
             PathAttributeValue::ClusterList(ClusterList::new(c)),
-        ));
-    }
-    if needs_as4 {
-        pa.push(opt(
-            true,
-            PathAttributeValue::As4Path(As4Path::new(to_as4(&a.as_path))),
         ));
     }
     if !a.large_communities.is_empty() {
@@ -457,21 +384,6 @@ fn to_as4(p: &AsPath) -> Vec<As4PathSegment> {
         .collect()
 }
 
-/// 2-octet AS_PATH: ASes above 65535 become AS_TRANS (RFC 6793 4.2.2).
-fn to_as2(p: &AsPath) -> Vec<As2PathSegment> {
-    let two = |v: &Vec<u32>| -> Vec<u16> {
-        v.iter()
-            .map(|a| u16::try_from(*a).unwrap_or(AS_TRANS))
-            .collect()
-    };
-    p.0.iter()
-        .map(|s| match s {
-            Segment::Sequence(v) => As2PathSegment::new(AsPathSegmentType::AsSequence, two(v)),
-            Segment::Set(v) => As2PathSegment::new(AsPathSegmentType::AsSet, two(v)),
-        })
-        .collect()
-}
-
 /// A well-known attribute (optional = false, transitive = true).
 fn wk(value: PathAttributeValue) -> PathAttribute {
     attribute(false, true, value)
@@ -487,7 +399,6 @@ fn attribute(optional: bool, transitive: bool, value: PathAttributeValue) -> Pat
     let extended = matches!(
         value,
         PathAttributeValue::AsPath(_)
-            | PathAttributeValue::As4Path(_)
             | PathAttributeValue::MpReach(_)
             | PathAttributeValue::MpUnreach(_)
             | PathAttributeValue::Communities(_)

@@ -921,16 +921,20 @@ pub fn merge_as4_path(
     out
 }
 
-/// The AGGREGATOR (ASN, address) with AS4_AGGREGATOR applied (RFC 6793 4.2.3).
+/// The AGGREGATOR (ASN, address) with AS4_AGGREGATOR applied (RFC 6793 4.2.3): only in
+/// place of a 2-octet AGGREGATOR of AS_TRANS; next to any other AGGREGATOR it is ignored.
 pub fn effective_aggregator(update: &BgpUpdateMessage) -> Option<(u32, Ipv4Addr)> {
     let mut aggregator = None;
+    let mut as_trans = false;
     let mut as4 = None;
     for attr in update.path_attributes() {
         match attr.value() {
             PathAttributeValue::Aggregator(Aggregator::As2Aggregator(a)) => {
+                as_trans = *a.asn() == AS_TRANS;
                 aggregator = Some((u32::from(*a.asn()), a.origin()))
             }
             PathAttributeValue::Aggregator(Aggregator::As4Aggregator(a)) => {
+                as_trans = false;
                 aggregator = Some((*a.asn(), a.origin()))
             }
             PathAttributeValue::UnknownAttribute(u) if u.code() == code::AS4_AGGREGATOR => {
@@ -942,9 +946,9 @@ pub fn effective_aggregator(update: &BgpUpdateMessage) -> Option<(u32, Ipv4Addr)
             _ => {}
         }
     }
-    match (aggregator, as4) {
-        (Some((asn, _)), Some(four)) if asn == u32::from(AS_TRANS) => Some(four),
-        (a, _) => a,
+    match as4 {
+        Some(four) if as_trans => Some(four),
+        _ => aggregator,
     }
 }
 

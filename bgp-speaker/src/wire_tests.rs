@@ -545,6 +545,39 @@ fn old_peer_gets_as_trans_and_as4_path() {
     assert_eq!(new_view, msg);
 }
 
+/// RFC 6793 4.1: AS4_AGGREGATOR from a NEW speaker (4-octet AGGREGATOR) is discarded, even
+/// when its AGGREGATOR happens to be AS 23456.
+#[test]
+fn as4_aggregator_next_to_a_4_octet_aggregator_is_ignored() {
+    let agg = |asn| {
+        pa(
+            true,
+            true,
+            PathAttributeValue::Aggregator(Aggregator::As4Aggregator(As4Aggregator::new(
+                asn,
+                Ipv4Addr::new(10, 0, 0, 7),
+            ))),
+        )
+    };
+    let as4_aggregator = pa(
+        true,
+        true,
+        PathAttributeValue::UnknownAttribute(UnknownAttribute::new(
+            code::AS4_AGGREGATOR,
+            vec![0xfa, 0x56, 0xea, 0x01, 10, 0, 0, 9],
+        )),
+    );
+    let u = BgpUpdateMessage::new(
+        vec![],
+        vec![agg(u32::from(AS_TRANS)), as4_aggregator],
+        vec![],
+    );
+    assert_eq!(
+        effective_aggregator(&u),
+        Some((u32::from(AS_TRANS), Ipv4Addr::new(10, 0, 0, 7)))
+    );
+}
+
 #[test]
 fn old_peer_without_large_asns_gets_no_as4_attributes() {
     let mut u = as4_update();

@@ -5,134 +5,24 @@
 
 mod peers;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use peers::{BgpPeer, Bird, Family, Frr, Gobgp, Neighbor, Ns, PeerConfig as DaemonConfig};
-use trellis_bgp_speaker::family::Family as Fam;
-use trellis_bgp_speaker::install::{install, kernel_route, InstallConfig};
-use trellis_bgp_speaker::kernel::{KernelSync, KernelSyncConfig, RtNetlinkTable};
-use trellis_bgp_speaker::speaker::{PeerConfig, RibEntry, Speaker, SpeakerConfig};
+use peers::trellis::{trellis_peer, TrellisNode};
+use peers::{
+    ip, net, ok, BgpPeer, Bird, Family, Frr, Gobgp, Neighbor, Ns, PeerConfig as DaemonConfig,
+};
+use trellis_bgp_speaker::speaker::SpeakerConfig;
 
 const T: Duration = Duration::from_secs(20);
 const TRELLIS_AS: u32 = 64512;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A trellis speaker running inside `ns` on its own thread (sockets and netlink are per
-/// namespace), with kernel installation on.
-struct TrellisNode {
-    speaker: Option<Speaker>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TrellisNode {
-    fn start(ns: &Ns, cfg: SpeakerConfig) -> TrellisNode {
-        let path = format!("/var/run/netns/{}", ns.name());
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let (speaker, routes) = Speaker::start(cfg).await.expect("speaker starts");
-                let table = RtNetlinkTable::connect().expect("netlink");
-                let sync = KernelSync::new(KernelSyncConfig::default()).unwrap();
-                handle_tx.send(speaker).unwrap();
-                let installer = tokio::spawn(async move {
-                    install(routes, sync, &table, InstallConfig::default(), kernel_route).await
-                });
-                // Park until the test is done, polling the std channel.
-                while stop_rx.try_recv().is_err() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                installer.abort();
-            });
-        });
-        let speaker = handle_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("speaker handle");
-        TrellisNode {
-            speaker: Some(speaker),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn speaker(&self) -> &Speaker {
-        self.speaker.as_ref().unwrap()
-    }
-
-    fn routes(&self) -> Vec<RibEntry> {
-        futures::executor::block_on(self.speaker().routes()).unwrap()
-    }
-
-    fn wait_routes(&self, prefixes: &[IpNet], what: &str) {
-        let found = peers::wait_until(T, || {
-            let r = self.routes();
-            prefixes
-                .iter()
-                .all(|p| r.iter().any(|e| e.prefix == *p && !e.local))
-        });
-        if !found {
-            let status = futures::executor::block_on(self.speaker().status()).unwrap();
-            panic!(
-                "{what}: trellis has {:#?}\nsessions {status:#?}",
-                self.routes()
-            );
-        }
-    }
-}
-
-impl Drop for TrellisNode {
-    fn drop(&mut self) {
-        if let Some(s) = self.speaker.take() {
-            futures::executor::block_on(s.stop());
-        }
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Waits until `d` has learned at least `want` (other routes may be there too).
 fn wait_has(d: &dyn BgpPeer, family: Family, want: &[IpNet]) {
     ok(d.wait_routes(family, T, &|routes| {
         want.iter().all(|w| routes.iter().any(|r| r.prefix == *w))
     }));
-}
-
-fn trellis_peer(addr: &str, asn: u32) -> PeerConfig {
-    let a = ip(addr);
-    let mut p = PeerConfig::new(a, asn);
-    p.families = [if a.is_ipv4() {
-        Fam::Ipv4Unicast
-    } else {
-        Fam::Ipv6Unicast
-    }]
-    .into();
-    p.hold_time = Some(9);
-    p
 }
 
 #[test]

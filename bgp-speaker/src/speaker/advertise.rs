@@ -46,7 +46,7 @@ impl Owner {
                     }
                     _ => u,
                 };
-                let (r, error) = update::from_wire(&u, n.asn4, &n.families);
+                let (r, error) = update::from_wire(&u, &n.families);
                 if let Some(e) = error {
                     tracing::warn!(%peer, error = %e, "UPDATE routes treated as withdrawn (RFC 7606 3.d)");
                 }

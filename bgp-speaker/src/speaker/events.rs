@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{Command, Owner, Peer, RibEntry, Slot, TimerEvent, TimerKind};
 use crate::attrs::Attrs;
-use crate::conn::{Conn, ConnEvent, IoEvent, Task};
+use crate::conn::{Conn, ConnEvent, IoEvent, Listener, SocketOpts, TtlMode};
 use crate::fsm::{Fsm, FsmConfig, Input, State};
 use crate::open::{LocalGracefulRestart, OpenConfig};
 use crate::rib::{LocRib, Path, Source};
@@ -18,7 +18,7 @@ impl Owner {
         cfg: super::SpeakerConfig,
         io_tx: mpsc::UnboundedSender<IoEvent>,
         routes_tx: mpsc::UnboundedSender<super::RouteEvent>,
-        listener: Option<Task>,
+        listener: Option<Listener>,
     ) -> (Owner, mpsc::UnboundedReceiver<TimerEvent>) {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let rib = LocRib::with_next_hop_subnets(cfg.next_hop_subnets.clone());
@@ -36,7 +36,7 @@ impl Owner {
             routes_tx,
             next_conn: 0,
             pending: Vec::new(),
-            _listener: listener,
+            listener,
         };
         (owner, timer_rx)
     }
@@ -79,6 +79,9 @@ impl Owner {
                 );
                 if let Some(mut p) = self.peers.remove(&addr) {
                     p.timers.clear();
+                    if p.cfg.password.is_some() {
+                        self.set_listener_key(addr, None);
+                    }
                 }
                 let changes = self.rib.remove_source(Source::Peer(addr));
                 self.pending.extend(changes);
@@ -124,6 +127,9 @@ impl Owner {
             self.command(Command::RemovePeer(p.addr));
         }
         let addr = p.addr;
+        if let Some(key) = &p.password {
+            self.set_listener_key(addr, Some(key.as_bytes()));
+        }
         let fsm = Fsm::new(self.fsm_config(&p, p.passive));
         self.peers.insert(
             addr,
@@ -144,6 +150,17 @@ impl Owner {
             },
         );
         self.drive(addr, Slot::Main, Input::ManualStart);
+    }
+
+    /// RFC 2385: connections from a peer with a password are only accepted signed, so
+    /// the listener holds one key per such peer.
+    fn set_listener_key(&mut self, peer: IpAddr, key: Option<&[u8]>) {
+        let Some(l) = &self.listener else {
+            return;
+        };
+        if let Err(e) = l.set_md5_key(peer, key) {
+            self.note_error(peer, format!("listener: {e}"));
+        }
     }
 
     pub(super) fn fsm_config(&self, p: &super::PeerConfig, passive: bool) -> FsmConfig {
@@ -251,6 +268,10 @@ impl Owner {
             return;
         };
         let ibgp = p.cfg.asn == self.cfg.asn;
+        if let Err(e) = SocketOpts::new(None, p.cfg.ttl, ibgp).apply_ttl(&stream, remote) {
+            tracing::warn!(%remote, error = %e, "refusing a BGP connection");
+            return;
+        }
         let slot = match p.fsm.state() {
             State::Connect | State::Active if p.conn.is_none() => {
                 // Take the peer's connection instead of ours still in flight.
@@ -375,5 +396,35 @@ impl Owner {
             .collect();
         v.sort_by_key(|e| e.prefix);
         v
+    }
+}
+
+impl super::PeerConfig {
+    pub(super) fn socket_opts(&self, local_asn: u32) -> SocketOpts {
+        SocketOpts::new(self.password.as_deref(), self.ttl, self.asn == local_asn)
+    }
+
+    /// Errors the kernel or the peer would only report later, or never.
+    pub fn validate(&self) -> Result<(), super::SpeakerError> {
+        let invalid = |reason: String| super::SpeakerError::InvalidPeer {
+            peer: self.addr,
+            reason,
+        };
+        if let Some(pw) = &self.password {
+            if pw.len() > crate::tcp_md5::MAX_KEY_LEN {
+                return Err(invalid(format!(
+                    "the TCP MD5 password is {} bytes; at most {} are allowed",
+                    pw.len(),
+                    crate::tcp_md5::MAX_KEY_LEN
+                )));
+            }
+        }
+        match self.ttl {
+            TtlMode::Multihop(0) => Err(invalid("multihop 0: at least 1 hop".into())),
+            TtlMode::Security { hops: 0 } => {
+                Err(invalid("ttl security with 0 hops: at least 1".into()))
+            }
+            _ => Ok(()),
+        }
     }
 }

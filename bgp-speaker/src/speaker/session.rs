@@ -43,6 +43,7 @@ impl Owner {
                     peer,
                     p.cfg.port,
                     p.cfg.local_addr,
+                    p.cfg.socket_opts(self.cfg.asn),
                     p.attempt,
                     Duration::from_secs(5),
                     self.io_tx.clone(),

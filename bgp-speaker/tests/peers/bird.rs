@@ -179,11 +179,16 @@ pub fn config(cfg: &PeerConfig, log: &Path) -> String {
         let _ = writeln!(c, "protocol bgp {} from peer {{", protocol_name(n.address));
         let _ = writeln!(c, "  neighbor {} as {};", n.address, n.remote_asn);
         // iBGP defaults to multihop in BIRD; a directly connected neighbor must say so.
-        c.push_str(if n.multihop {
-            "  multihop;\n"
-        } else {
-            "  direct;\n"
-        });
+        match (n.multihop, n.multihop_ttl) {
+            (true, Some(ttl)) => {
+                let _ = writeln!(c, "  multihop {ttl};");
+            }
+            (true, None) => c.push_str("  multihop;\n"),
+            (false, _) => c.push_str("  direct;\n"),
+        }
+        if n.ttl_security {
+            c.push_str("  ttl security on;\n");
+        }
         let hold = n.hold_time.max(3);
         let _ = writeln!(
             c,

@@ -196,7 +196,11 @@ pub fn config(cfg: &PeerConfig) -> String {
             let _ = writeln!(c, " neighbor {a} passive");
         }
         if n.multihop && n.remote_asn != cfg.asn {
-            let _ = writeln!(c, " neighbor {a} ebgp-multihop 255");
+            let ttl = n.multihop_ttl.unwrap_or(255);
+            let _ = writeln!(c, " neighbor {a} ebgp-multihop {ttl}");
+        }
+        if n.ttl_security {
+            let _ = writeln!(c, " neighbor {a} ttl-security hops 1");
         }
         if n.graceful_restart {
             let _ = writeln!(c, " neighbor {a} graceful-restart");

@@ -19,6 +19,7 @@ pub mod bird;
 pub mod frr;
 pub mod gobgp;
 pub mod netns;
+pub mod trellis;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -75,6 +76,10 @@ pub struct Neighbor {
     pub route_reflector_client: bool,
     /// The neighbor is not on a directly connected network.
     pub multihop: bool,
+    /// With `multihop`: the TTL to send with (daemon default otherwise).
+    pub multihop_ttl: Option<u8>,
+    /// GTSM (RFC 5082): send with TTL 255, accept only 255 (directly connected).
+    pub ttl_security: bool,
     /// Proposed hold time in seconds; keepalives are sent every third of it.
     pub hold_time: u16,
     /// Families negotiated on this session. Defaults to the family of `address`
@@ -93,6 +98,8 @@ impl Neighbor {
             graceful_restart: false,
             route_reflector_client: false,
             multihop: false,
+            multihop_ttl: None,
+            ttl_security: false,
             hold_time: 9,
             families: vec![Family::of(&address)],
         }
@@ -120,6 +127,17 @@ impl Neighbor {
 
     pub fn multihop(mut self) -> Self {
         self.multihop = true;
+        self
+    }
+
+    pub fn multihop_ttl(mut self, ttl: u8) -> Self {
+        self.multihop = true;
+        self.multihop_ttl = Some(ttl);
+        self
+    }
+
+    pub fn ttl_security(mut self) -> Self {
+        self.ttl_security = true;
         self
     }
 
@@ -312,6 +330,19 @@ pub trait BgpPeer {
             got == want
         })
     }
+}
+
+/// Test shorthands: an address, a prefix, and a harness result or a panic with its report.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+pub fn ok<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Polls `cond` every 100 ms until it holds or `timeout` passes.

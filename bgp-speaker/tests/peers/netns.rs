@@ -168,6 +168,31 @@ impl Ns {
         Ok(())
     }
 
+    /// A `TcpExt` counter of this namespace's /proc/net/netstat (what `nstat` shows as
+    /// `TcpExt<name>`), e.g. "TCPMD5Failure"; 0 when the kernel does not have it.
+    pub fn tcp_ext_counter(&self, name: &str) -> Result<u64, String> {
+        let text = self.exec(&["cat", "/proc/net/netstat"])?;
+        let mut lines = text.lines();
+        while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+            let (Some(n), Some(v)) = (
+                names.strip_prefix("TcpExt:"),
+                values.strip_prefix("TcpExt:"),
+            ) else {
+                continue;
+            };
+            return Ok(n
+                .split_whitespace()
+                .zip(v.split_whitespace())
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0));
+        }
+        Err(format!(
+            "no TcpExt section in /proc/net/netstat of {}",
+            self.name
+        ))
+    }
+
     /// The kernel routes of one family in this namespace installed by `proto` (e.g.
     /// "bird", "bgp"), as (destination, gateway) pairs.
     pub fn kernel_routes(&self, v6: bool, proto: &str) -> Vec<(IpNet, Option<IpAddr>)> {

@@ -15,6 +15,7 @@ use trellis_bgp_speaker::export::NextHopMode;
 use trellis_bgp_speaker::kernel::{KernelSync, KernelSyncConfig, RouteTable, RtNetlinkTable};
 use trellis_bgp_speaker::speaker::{
     GracefulRestart, LocalRoute, PeerConfig, PeerStatus, RouteEvent, Speaker, SpeakerConfig,
+    TtlMode,
 };
 use trellis_datastore::resources::bgp::{BgpConfigurationSpec, BgpPassword, BindMode};
 use trellis_datastore::resources::{
@@ -231,7 +232,9 @@ pub fn read_password(p: &BgpPassword) -> Result<String, String> {
     }
 }
 
-fn peer_config(d: &DesiredPeer) -> Result<PeerConfig, String> {
+/// The speaker's configuration of one desired peer. An eBGP peer off this node's subnets gets
+/// multihop (TTL 64, BIRD's `multihop` default) unless it asks for TTL security.
+fn peer_config(d: &DesiredPeer, local_asn: u32, subnets: &[IpNet]) -> Result<PeerConfig, String> {
     let mut p = PeerConfig::new(d.addr, d.asn);
     p.port = d.port;
     p.local_addr = d.local_addr;
@@ -247,13 +250,14 @@ fn peer_config(d: &DesiredPeer) -> Result<PeerConfig, String> {
     p.restart_time = d.restart_time;
     p.allow_local_as = d.allow_local_as;
     p.kind = d.kind.label().to_string();
-    if let Some(pw) = &d.password {
-        read_password(pw)?;
-        return Err("TCP MD5 passwords are not supported by this build".into());
-    }
-    if d.ttl_security.is_some() {
-        return Err("TTL security (GTSM) is not supported by this build".into());
-    }
+    p.password = d.password.as_ref().map(read_password).transpose()?;
+    p.ttl = match d.ttl_security {
+        Some(hops) => TtlMode::Security { hops },
+        None if d.asn != local_asn && !subnets.iter().any(|s| s.contains(&d.addr)) => {
+            TtlMode::Multihop(64)
+        }
+        None => TtlMode::Default,
+    };
     Ok(p)
 }
 
@@ -438,7 +442,7 @@ fn reconcile(r: &mut Running, p: &Plan, problems: &mut BTreeMap<String, String>)
     problems.retain(|k, _| !k.starts_with("peer "));
     let mut wanted = BTreeMap::new();
     for (addr, d) in &p.peers {
-        match peer_config(d) {
+        match peer_config(d, p.settings.asn, &p.filter.subnets) {
             Ok(pc) => {
                 wanted.insert(*addr, (d.clone(), pc));
             }
@@ -456,10 +460,24 @@ fn reconcile(r: &mut Running, p: &Plan, problems: &mut BTreeMap<String, String>)
             let _ = r.speaker.remove_peer(*addr);
         }
     }
+    let mut refused = Vec::new();
     for (addr, (d, pc)) in &wanted {
         if r.peers.get(addr).map(|(_, old)| old) != Some(pc) {
             tracing::info!(peer = %addr, asn = d.asn, kind = d.kind.label(), source = %d.source, "BGP peer configured");
-            let _ = r.speaker.add_peer(pc.clone());
+            if let Err(e) = r.speaker.add_peer(pc.clone()) {
+                problems.insert(
+                    format!("peer {addr}"),
+                    format!("{} ({}): {e}", addr, d.source),
+                );
+                refused.push(*addr);
+            }
+        }
+    }
+    for addr in refused {
+        // Not kept as configured, so the next plan tries again; an old session goes.
+        wanted.remove(&addr);
+        if r.peers.contains_key(&addr) {
+            let _ = r.speaker.remove_peer(addr);
         }
     }
     r.peers = wanted;
@@ -559,6 +577,70 @@ mod tests {
         assert_eq!(a, router_id_from_name("node-a"));
         assert_ne!(a, router_id_from_name("node-b"));
         assert!(a.octets()[0] != 0);
+    }
+
+    fn desired(addr: &str, asn: u32) -> DesiredPeer {
+        DesiredPeer {
+            addr: addr.parse().unwrap(),
+            port: 179,
+            asn,
+            kind: super::super::peers::PeerKind::Global,
+            source: "BGPPeer tor".into(),
+            passive: false,
+            rr_client: false,
+            keep_next_hop: true,
+            local_addr: None,
+            hold_time: Some(30),
+            keepalive: Some(10),
+            restart_time: Some(60),
+            password: None,
+            ttl_security: None,
+            allow_local_as: 1,
+        }
+    }
+
+    #[test]
+    fn peer_configs_carry_password_ttl_and_timers() {
+        let subnets = ["10.0.0.0/24".parse().unwrap()];
+        let on_link = peer_config(&desired("10.0.0.254", 65000), 64512, &subnets).unwrap();
+        assert_eq!(
+            on_link.ttl,
+            TtlMode::Default,
+            "a directly connected eBGP peer"
+        );
+        assert_eq!(on_link.next_hop_mode, NextHopMode::Keep);
+        assert_eq!(
+            (on_link.hold_time, on_link.keepalive, on_link.restart_time),
+            (Some(30), Some(10), Some(60))
+        );
+        assert_eq!(on_link.allow_local_as, 1);
+        assert_eq!(on_link.kind, "global");
+        let far = peer_config(&desired("192.0.2.1", 65000), 64512, &subnets).unwrap();
+        assert_eq!(far.ttl, TtlMode::Multihop(64), "eBGP beyond our subnet");
+        let ibgp = peer_config(&desired("192.0.2.1", 64512), 64512, &subnets).unwrap();
+        assert_eq!(ibgp.ttl, TtlMode::Default);
+        let mut gtsm = desired("10.0.0.254", 65000);
+        gtsm.ttl_security = Some(1);
+        assert_eq!(
+            peer_config(&gtsm, 64512, &subnets).unwrap().ttl,
+            TtlMode::Security { hops: 1 }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "md5-secret\n").unwrap();
+        let mut with_pw = desired("10.0.0.254", 65000);
+        with_pw.password = Some(BgpPassword {
+            file: Some(f.display().to_string()),
+            env: None,
+        });
+        let pc = peer_config(&with_pw, 64512, &subnets).unwrap();
+        assert_eq!(pc.password.as_deref(), Some("md5-secret"));
+        with_pw.password = Some(BgpPassword {
+            file: Some("/nonexistent/pw".into()),
+            env: None,
+        });
+        let e = peer_config(&with_pw, 64512, &subnets).unwrap_err();
+        assert!(e.contains("/nonexistent/pw"), "{e}");
     }
 
     #[test]
