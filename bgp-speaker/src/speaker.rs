@@ -82,7 +82,8 @@ pub struct GracefulRestart {
     pub restarting: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` leaves the password out, so a logged configuration never shows it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     pub addr: IpAddr,
     pub asn: u32,
@@ -108,6 +109,28 @@ pub struct PeerConfig {
     pub password: Option<String>,
     /// Outgoing TTL and GTSM (eBGP multihop, RFC 5082).
     pub ttl: TtlMode,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("addr", &self.addr)
+            .field("asn", &self.asn)
+            .field("port", &self.port)
+            .field("local_addr", &self.local_addr)
+            .field("passive", &self.passive)
+            .field("rr_client", &self.rr_client)
+            .field("next_hop_mode", &self.next_hop_mode)
+            .field("hold_time", &self.hold_time)
+            .field("keepalive", &self.keepalive)
+            .field("kind", &self.kind)
+            .field("families", &self.families)
+            .field("restart_time", &self.restart_time)
+            .field("allow_local_as", &self.allow_local_as)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 impl PeerConfig {
@@ -371,5 +394,18 @@ impl std::fmt::Debug for Owner {
             .field("local", &self.local)
             .field("peers", &self.peers.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerConfig;
+
+    #[test]
+    fn a_peer_config_never_prints_its_password() {
+        let mut p = PeerConfig::new("192.0.2.1".parse().unwrap(), 65000);
+        p.password = Some("hunter2".into());
+        let text = format!("{p:?}");
+        assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
     }
 }
