@@ -13,7 +13,7 @@ use peers::trellis::{trellis_peer, TrellisNode};
 use peers::{
     ip, net, ok, BgpPeer, Bird, Family, Frr, Gobgp, Neighbor, Ns, PeerConfig as DaemonConfig,
 };
-use trellis_bgp_speaker::speaker::SpeakerConfig;
+use trellis_bgp_speaker::speaker::{LocalRoute, SpeakerConfig};
 
 const T: Duration = Duration::from_secs(20);
 const TRELLIS_AS: u32 = 64512;
@@ -63,6 +63,15 @@ fn trellis_peers_with_bird_frr_and_gobgp_over_both_families() {
     for p in ["10.244.1.0/26", "fd00:244:1::/122"] {
         s.originate(net(p)).unwrap();
     }
+    // A prefix with a standard and a large community (Calico's prefixAdvertisements).
+    s.originate_with(
+        net("10.244.5.0/26"),
+        LocalRoute {
+            communities: vec![64512 << 16 | 100],
+            large_communities: vec![(64512, 1, 2)],
+        },
+    )
+    .unwrap();
     // BIRD: eBGP AS 65001. FRR: iBGP. GoBGP: eBGP AS 65003.
     for (addr, asn) in [
         ("10.0.1.2", 65001),
@@ -140,6 +149,14 @@ fn trellis_peers_with_bird_frr_and_gobgp_over_both_families() {
         .unwrap()
         .as_path
         .is_empty());
+
+    wait_has(&frr, Family::Ipv4, &[net("10.244.5.0/26")]);
+    let (communities, large) = ok(frr.communities(net("10.244.5.0/26")));
+    assert_eq!(
+        (communities.as_str(), large.as_str()),
+        ("64512:100", "64512:1:2"),
+        "communities FRR received"
+    );
 
     // Trellis learns and installs theirs.
     let theirs = [

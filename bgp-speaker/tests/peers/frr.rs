@@ -142,6 +142,22 @@ impl Frr {
         serde_json::from_str(&out).map_err(|e| format!("vtysh {command:?}: {e}: {out}"))
     }
 
+    /// The standard and large communities of FRR's best path for `prefix`, as FRR prints them
+    /// ("64512:100", "64512:1:2"; empty when none).
+    pub fn communities(&self, prefix: IpNet) -> Result<(String, String), String> {
+        let af = match Family::of_net(&prefix) {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        };
+        let v = self.vtysh_json(&format!("show bgp {af} unicast {prefix} json"))?;
+        let path = v["paths"]
+            .as_array()
+            .and_then(|p| p.first())
+            .ok_or_else(|| format!("frr has no path for {prefix}: {v}"))?;
+        let text = |key: &str| path[key]["string"].as_str().unwrap_or("").to_string();
+        Ok((text("community"), text("largeCommunity")))
+    }
+
     fn network(&self, prefix: IpNet, add: bool) -> Result<(), String> {
         let prefix = prefix.trunc();
         let af = match Family::of_net(&prefix) {
