@@ -1,12 +1,18 @@
 //! `trellis-bgp`: a standalone BGP route reflector for Trellis clusters (the role a dedicated
-//! BIRD plays in a Calico cluster with `nodeToNodeMeshEnabled: false`). It installs nothing
-//! in the kernel; it reflects routes between its clients and its other peers.
+//! BIRD plays in a Calico cluster with `nodeToNodeMeshEnabled: false`). It reflects routes
+//! between its clients and its other peers, and installs nothing in the kernel unless asked to
+//! with `--install-kernel` (as a node would; the BGP benchmark runs it that way).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use tokio::sync::mpsc;
+use trellis_bgp_speaker::install::{install, kernel_route, InstallConfig};
+use trellis_bgp_speaker::kernel::{KernelSync, KernelSyncConfig, RtNetlinkTable};
 use trellis_bgp_speaker::speaker::{PeerConfig, Speaker, SpeakerConfig};
 
 #[derive(Debug, Parser)]
@@ -40,6 +46,14 @@ struct Args {
     /// Log the sessions' state this often (seconds; 0 = never).
     #[arg(long, default_value_t = 60)]
     status_interval: u64,
+    /// Install the learned best paths in the main routing table of this process's network
+    /// namespace (protocol 81), as a node does.
+    #[arg(long)]
+    install_kernel: bool,
+    /// With --install-kernel: log how many route events the installer was handed this often
+    /// (milliseconds; 0 = never). Cheap, unlike the session status, which counts every route.
+    #[arg(long, default_value_t = 0)]
+    route_events_interval_ms: u64,
 }
 
 fn parse_peer(s: &str, default_asn: u32) -> Result<(IpAddr, u32)> {
@@ -93,8 +107,40 @@ async fn main() -> Result<()> {
         p.kind = if asn == args.asn { "rr" } else { "global" }.into();
         speaker.add_peer(p)?;
     }
-    // A reflector installs nothing: drain the route events.
-    tokio::spawn(async move { while routes.recv().await.is_some() {} });
+    if args.install_kernel {
+        // The socket opens in this process's network namespace (shared by all threads).
+        let table = RtNetlinkTable::connect().context("opening a netlink route socket")?;
+        let sync = KernelSync::new(KernelSyncConfig::default())?;
+        // Counted as they leave the speaker, before the installer batches them.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let count = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Some(ev) = routes.recv().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            install(rx, sync, &table, InstallConfig::default(), kernel_route).await;
+        });
+        if args.route_events_interval_ms > 0 {
+            let every = Duration::from_millis(args.route_events_interval_ms);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let n = count.load(Ordering::Relaxed);
+                    tracing::info!(route_events = n, "kernel install");
+                }
+            });
+        }
+    } else {
+        // A reflector installs nothing: drain the route events.
+        tokio::spawn(async move { while routes.recv().await.is_some() {} });
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(args.status_interval.max(1)));
     loop {
         tokio::select! {
