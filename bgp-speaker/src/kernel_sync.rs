@@ -2,12 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::stream::{self, StreamExt};
 use ipnet::IpNet;
 
 use super::msg::{delete_request, write_request, RouteOp, RouteRequest};
 use super::{
     KernelError, KernelRoute, KernelSyncConfig, NetlinkFailure, RouteTable, EEXIST, ENOENT, ESRCH,
 };
+
+/// Route requests outstanding at once in one pass (the kernel answers them in order).
+const IN_FLIGHT: usize = 128;
 
 /// What one [`KernelSync::apply`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -164,17 +168,28 @@ impl KernelSync {
         }
         let (writes, deletes) = self.plan();
         let mut failures = Vec::new();
+        // Writes first, then deletes (make before break for a prefix changing metric); within
+        // each, up to IN_FLIGHT requests are outstanding at once: each prefix appears at most
+        // once per phase, so their order does not matter, and waiting for every
+        // acknowledgement before the next request would cost a round trip per route.
+        let mut requests = Vec::with_capacity(writes.len());
         for (route, replace) in writes {
-            let request =
-                match write_request(&route, self.config.table, self.config.metric, replace) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        failures.push(e);
-                        continue;
-                    }
-                };
-            stats.writes += 1;
-            match table.send(&request).await {
+            match write_request(&route, self.config.table, self.config.metric, replace) {
+                Ok(r) => requests.push((route, replace, r)),
+                Err(e) => failures.push(e),
+            }
+        }
+        stats.writes += requests.len();
+        let results: Vec<_> = stream::iter(requests)
+            .map(|(route, replace, request)| async move {
+                let res = table.send(&request).await;
+                (route, replace, request, res)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        for (route, replace, request, res) in results {
+            match res {
                 Ok(()) => {
                     if replace {
                         stats.replaced += 1;
@@ -188,10 +203,19 @@ impl KernelSync {
                 Err(e) => failures.push(self.write_failed(request, e)),
             }
         }
-        for (prefix, metric) in deletes {
-            let request = delete_request(prefix, self.config.table, metric);
-            stats.writes += 1;
-            match table.send(&request).await {
+        stats.writes += deletes.len();
+        let table_id = self.config.table;
+        let results: Vec<_> = stream::iter(deletes)
+            .map(|(prefix, metric)| async move {
+                let request = delete_request(prefix, table_id, metric);
+                let res = table.send(&request).await;
+                (prefix, metric, request, res)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        for (prefix, metric, request, res) in results {
+            match res {
                 Ok(()) => {
                     stats.deleted += 1;
                     tracing::debug!(route = %request.what, "route deleted");
