@@ -138,7 +138,11 @@ impl LocRib {
 
     /// Adds or replaces `source`'s path for `prefix`.
     pub fn upsert(&mut self, prefix: IpNet, path: Path) -> Option<Change> {
-        let paths = self.candidates.entry(prefix).or_default();
+        // Most prefixes have one path: no room reserved for four.
+        let paths = self
+            .candidates
+            .entry(prefix)
+            .or_insert_with(|| Vec::with_capacity(1));
         match paths.iter_mut().find(|p| p.source == path.source) {
             Some(p) if *p == path => return None,
             Some(p) => *p = path,
