@@ -171,59 +171,61 @@ impl KernelSync {
         // Writes first, then deletes (make before break for a prefix changing metric); within
         // each, up to IN_FLIGHT requests are outstanding at once: each prefix appears at most
         // once per phase, so their order does not matter, and waiting for every
-        // acknowledgement before the next request would cost a round trip per route.
-        let mut requests = Vec::with_capacity(writes.len());
-        for (route, replace) in writes {
-            match write_request(&route, self.config.table, self.config.metric, replace) {
-                Ok(r) => requests.push((route, replace, r)),
-                Err(e) => failures.push(e),
-            }
-        }
-        stats.writes += requests.len();
-        let results: Vec<_> = stream::iter(requests)
-            .map(|(route, replace, request)| async move {
-                let res = table.send(&request).await;
+        // acknowledgement before the next request would cost a round trip per route. Requests
+        // are built as they are sent, so a full table never sits in memory as messages.
+        let (table_id, metric) = (self.config.table, self.config.metric);
+        let mut written = stream::iter(writes)
+            .map(|(route, replace)| async move {
+                let request = write_request(&route, table_id, metric, replace);
+                let res = match &request {
+                    Ok(r) => Some(table.send(r).await),
+                    Err(_) => None,
+                };
                 (route, replace, request, res)
             })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
-        for (route, replace, request, res) in results {
+            .buffer_unordered(IN_FLIGHT);
+        while let Some((route, replace, request, res)) = written.next().await {
+            let request = match request {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
+            };
+            stats.writes += 1;
             match res {
-                Ok(()) => {
+                Some(Ok(())) => {
                     if replace {
                         stats.replaced += 1;
                     } else {
                         stats.created += 1;
                     }
                     tracing::debug!(route = %request.what, "route written");
-                    self.installed
-                        .insert((route.prefix, self.config.metric), route);
+                    self.installed.insert((route.prefix, metric), route);
                 }
-                Err(e) => failures.push(self.write_failed(request, e)),
+                Some(Err(e)) => failures.push(self.write_failed(request, e)),
+                None => {}
             }
         }
-        stats.writes += deletes.len();
-        let table_id = self.config.table;
-        let results: Vec<_> = stream::iter(deletes)
-            .map(|(prefix, metric)| async move {
-                let request = delete_request(prefix, table_id, metric);
+        drop(written);
+        let mut deleted = stream::iter(deletes)
+            .map(|(prefix, m)| async move {
+                let request = delete_request(prefix, table_id, m);
                 let res = table.send(&request).await;
-                (prefix, metric, request, res)
+                (prefix, m, request, res)
             })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
-        for (prefix, metric, request, res) in results {
+            .buffer_unordered(IN_FLIGHT);
+        while let Some((prefix, m, request, res)) = deleted.next().await {
+            stats.writes += 1;
             match res {
                 Ok(()) => {
                     stats.deleted += 1;
                     tracing::debug!(route = %request.what, "route deleted");
-                    self.installed.remove(&(prefix, metric));
+                    self.installed.remove(&(prefix, m));
                 }
                 // Already gone (deleted by hand, or with its device): what we wanted.
                 Err(e) if matches!(e.errno, Some(ESRCH | ENOENT)) => {
-                    self.installed.remove(&(prefix, metric));
+                    self.installed.remove(&(prefix, m));
                 }
                 Err(e) => failures.push(self.write_failed(request, e)),
             }
