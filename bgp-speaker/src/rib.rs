@@ -231,7 +231,14 @@ impl LocRib {
 }
 
 /// Whether `hop` is in one of `subnets` of its family; true when none of its family is given.
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, a peer without an IPv6 next hop of its
+/// own) never is: the kernel cannot route IPv6 through it.
 pub fn on_subnets(hop: IpAddr, subnets: &[IpNet]) -> bool {
+    if let IpAddr::V6(v6) = hop {
+        if v6.to_ipv4_mapped().is_some() {
+            return false;
+        }
+    }
     let mut same_family = subnets
         .iter()
         .filter(|s| {

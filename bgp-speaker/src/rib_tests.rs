@@ -153,6 +153,13 @@ fn paths_with_next_hops_off_our_subnets_are_not_selected() {
         c.best.unwrap().best.attrs.next_hop,
         "192.0.2.254".parse::<std::net::IpAddr>().unwrap()
     );
+    // An IPv4-mapped IPv6 next hop is never usable.
+    let mut mapped = attrs(&[]);
+    mapped.next_hop = "::ffff:192.0.2.7".parse().unwrap();
+    assert_eq!(
+        rib.upsert(net("fd00:9::/122"), learned(peer(1, true), mapped)),
+        None
+    );
     // IPv6 has no subnet given: not restricted.
     let p6 = net("fd00:10:244::/122");
     let mut v6 = attrs(&[]);

@@ -406,6 +406,9 @@ mod tests {
         let mut p = PeerConfig::new("192.0.2.1".parse().unwrap(), 65000);
         p.password = Some("hunter2".into());
         let text = format!("{p:?}");
-        assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

@@ -133,6 +133,11 @@ mod tests {
             Verdict::Unreachable,
             "our own address"
         );
+        // An IPv4-mapped next hop on an IPv6 route: the kernel refuses it.
+        assert_eq!(
+            f.verdict(&ev("fd00:10:245::/122", &["::ffff:10.0.1.9"])),
+            Verdict::Unreachable
+        );
         // No IPv6 subnet known: IPv6 next hops are tried.
         assert!(matches!(
             f.verdict(&ev("fd00:10:244::/122", &["fd00::9"])),

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use trellis_agent_api::{BgpPeerStatus, BgpStatus};
 use trellis_bgp_speaker::export::NextHopMode;
+use trellis_bgp_speaker::family::Family;
 use trellis_bgp_speaker::kernel::{KernelSync, KernelSyncConfig, RouteTable, RtNetlinkTable};
 use trellis_bgp_speaker::speaker::{
     GracefulRestart, LocalRoute, PeerConfig, PeerStatus, RouteEvent, Speaker, SpeakerConfig,
@@ -250,6 +251,13 @@ fn peer_config(d: &DesiredPeer, local_asn: u32, subnets: &[IpNet]) -> Result<Pee
     p.restart_time = d.restart_time;
     p.allow_local_as = d.allow_local_as;
     p.kind = d.kind.label().to_string();
+    // One family per session, as Calico's BIRD runs them: IPv4 routes over IPv4 sessions and
+    // IPv6 over IPv6, so a next hop is always of the session's own family.
+    p.families = [match d.addr {
+        IpAddr::V4(_) => Family::Ipv4Unicast,
+        IpAddr::V6(_) => Family::Ipv6Unicast,
+    }]
+    .into();
     p.password = d.password.as_ref().map(read_password).transpose()?;
     p.ttl = match d.ttl_security {
         Some(hops) => TtlMode::Security { hops },
@@ -615,6 +623,9 @@ mod tests {
         );
         assert_eq!(on_link.allow_local_as, 1);
         assert_eq!(on_link.kind, "global");
+        assert_eq!(on_link.families, [Family::Ipv4Unicast].into());
+        let v6 = peer_config(&desired("fd00::fe", 65000), 64512, &subnets).unwrap();
+        assert_eq!(v6.families, [Family::Ipv6Unicast].into());
         let far = peer_config(&desired("192.0.2.1", 65000), 64512, &subnets).unwrap();
         assert_eq!(far.ttl, TtlMode::Multihop(64), "eBGP beyond our subnet");
         let ibgp = peer_config(&desired("192.0.2.1", 64512), 64512, &subnets).unwrap();
