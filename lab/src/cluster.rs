@@ -7,10 +7,16 @@
 //!  with --subnets 2 the same namespace also holds br1 172.30.1.254/24 + fd00:172:30:1::fe/64,
 //!  a second L2 segment, and routes between the two (it is the router between the subnets):
 //!     |-- veth n3 <-> eth0 of tl-NAME-node-3 (172.30.1.3/24 fd00:172:30:1::3/64)
+//!  with --subnets 2 --bgp that router is a top-of-rack BGP router: BIRD 2 (AS 65000, files in
+//!  the lab's state dir) peers over eBGP with every node's agent (AS 64512; one session per
+//!  node and family, to the router's address on the node's segment), writes the pod blocks it
+//!  learns into tl-NAME-ul's kernel (proto bird), and the node-to-node mesh is off:
+//!     node-1 --eBGP--> 172.30.0.254 [BIRD, tl-NAME-ul] 172.30.1.254 <--eBGP-- node-3
 //! ```
 //! Nodes are spread over the segments in order: with 3 nodes and 2 subnets, node-1 and node-2
-//! share the first and node-3 is alone on the second. The underlay never routes pod addresses:
-//! pods on different subnets reach each other only through encapsulation.
+//! share the first and node-3 is alone on the second. Without --bgp the underlay never routes
+//! pod addresses: pods on different subnets reach each other only through encapsulation. With
+//! --bgp (agents run `--bgp`) a one-subnet lab uses the agents' node-to-node mesh.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +26,7 @@ use anyhow::{bail, Context};
 
 use crate::sh::{self, ip};
 use crate::state::{self, LabState, NodeState, NETNS_PREFIX};
+use crate::tor::{self, BirdFiles, TorNode};
 
 /// The most subnets a lab underlay has.
 pub const MAX_SUBNETS: usize = 2;
@@ -41,6 +48,16 @@ fn gateway4(s: usize) -> String {
 
 fn gateway6(s: usize) -> String {
     format!("fd00:172:30:{s}::fe")
+}
+
+/// Node `i`'s (segment, IPv4, IPv6) on the underlay.
+fn node_addrs(i: usize, nodes: usize, subnets: usize) -> (usize, String, String) {
+    let seg = segment_of(i, nodes, subnets);
+    (
+        seg,
+        format!("172.30.{seg}.{i}"),
+        format!("fd00:172:30:{seg}::{i:x}"),
+    )
 }
 
 /// New links in `netns` skip IPv6 duplicate address detection (no lab address can be a
@@ -176,7 +193,14 @@ pub struct UpArgs {
     pub subnets: usize,
     pub encap: Encap,
     pub dual_stack: bool,
+    /// Agents run their BGP speaker; with two subnets the router becomes a BGP ToR.
+    pub bgp: bool,
     pub bin_dir: PathBuf,
+}
+
+/// Whether a lab with these settings has a BGP top-of-rack router.
+fn has_tor(bgp: bool, subnets: usize) -> bool {
+    bgp && subnets > 1
 }
 
 /// The default pools as trellisctl YAML.
@@ -202,11 +226,11 @@ fn check_up_args(a: &UpArgs) -> anyhow::Result<()> {
             a.subnets
         );
     }
-    if a.subnets > 1 && a.encap == Encap::None {
+    if a.subnets > 1 && a.encap == Encap::None && !a.bgp {
         bail!(
             "--encap none with --subnets {}: the router between the subnets knows no pod \
-             addresses, and without BGP (not in trellis-lab yet) nothing would tell it; use \
-             --encap vxlan or --encap cross-subnet",
+             addresses, and without BGP nothing would tell it; add --bgp (the router then \
+             peers with every node), or use --encap vxlan or --encap cross-subnet",
             a.subnets
         );
     }
@@ -254,6 +278,8 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         dual_stack: a.dual_stack,
         subnets: a.subnets,
         encap: a.encap,
+        bgp: a.bgp,
+        bird_pid: 0,
         nodes: Vec::new(),
         pods: Vec::new(),
         bin_dir: a.bin_dir.clone(),
@@ -318,7 +344,24 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         )
         .is_ok_and(|(ok, _, _)| ok)
     })?;
-    let pools = default_pools(a.encap, a.dual_stack);
+    let tor_nodes: Vec<TorNode> = (1..=a.nodes)
+        .map(|i| {
+            let (seg, ip, ip6) = node_addrs(i, a.nodes, a.subnets);
+            TorNode {
+                name: format!("node-{i}"),
+                ip,
+                ip6,
+                gateway: gateway4(seg),
+                gateway6: gateway6(seg),
+            }
+        })
+        .collect();
+    let mut pools = default_pools(a.encap, a.dual_stack);
+    if has_tor(a.bgp, a.subnets) {
+        // Before any agent starts, so none ever builds the mesh.
+        pools.push_str("---\n");
+        pools.push_str(&tor::peers_yaml(&tor_nodes, a.dual_stack));
+    }
     let ctl_s = ctl.display().to_string();
     let (ok, _, err) = sh::in_netns(
         &ul,
@@ -334,15 +377,13 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         &pools,
     )?;
     if !ok {
-        bail!("applying the default pools: {err}");
+        bail!("applying the default pools (and BGP peers): {err}");
     }
 
     for i in 1..=a.nodes {
         let name = format!("node-{i}");
         let netns = format!("{NETNS_PREFIX}{}-{name}", a.name);
-        let seg = segment_of(i, a.nodes, a.subnets);
-        let nip = format!("172.30.{seg}.{i}");
-        let nip6 = format!("fd00:172:30:{seg}::{i:x}");
+        let (seg, nip, nip6) = node_addrs(i, a.nodes, a.subnets);
         sh::run("ip", &["netns", "add", &netns])?;
         ip(&netns, &["link", "set", "lo", "up"])?;
         // Links made from here on skip IPv6 duplicate address detection: otherwise eth0's
@@ -379,7 +420,7 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         sh::sysctl(&netns, "net.ipv6.conf.all.forwarding", "1")?;
         let node_dir = dir.join(&name);
         std::fs::create_dir_all(&node_dir)?;
-        let mut node = NodeState {
+        let node = NodeState {
             name,
             netns,
             ip: nip,
@@ -387,8 +428,17 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
             agent_pid: 0,
             socket: node_dir.join("agent.sock"),
         };
-        node.agent_pid = start_agent(&lab, &agent, &node)?;
         lab.nodes.push(node);
+        lab.save()?;
+    }
+    if has_tor(a.bgp, a.subnets) {
+        // Once every node is wired: BIRD gives up on a neighbour whose segment has no link
+        // yet ("Link down") for its connect-retry time.
+        lab.bird_pid = start_bird(&ul, &dir, &tor_nodes, a.dual_stack)?;
+        lab.save()?;
+    }
+    for idx in 0..lab.nodes.len() {
+        lab.nodes[idx].agent_pid = start_agent(&lab, &agent, &lab.nodes[idx])?;
         lab.save()?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -407,6 +457,37 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
     Ok(lab)
 }
 
+/// Writes BIRD's configuration and starts it in the router namespace `ul` (in the foreground
+/// of its own process, so the pid is BIRD's); waits until its control socket answers.
+fn start_bird(ul: &str, dir: &Path, nodes: &[TorNode], dual_stack: bool) -> anyhow::Result<u32> {
+    let f = BirdFiles::in_dir(dir);
+    let conf = tor::bird_conf(&gateway4(0), nodes, dual_stack, &f.log);
+    std::fs::write(&f.conf, conf).with_context(|| format!("writing {}", f.conf.display()))?;
+    let args: Vec<String> = [
+        "-f".into(),
+        "-c".into(),
+        f.conf.display().to_string(),
+        "-s".into(),
+        f.socket.display().to_string(),
+        "-P".into(),
+        f.pid.display().to_string(),
+    ]
+    .into();
+    let pid = spawn_daemon(ul, Path::new("bird"), &args, &f.log)?;
+    wait_for("BIRD", &f.log, Duration::from_secs(10), || {
+        birdc(dir, &["show", "status"]).is_ok()
+    })?;
+    Ok(pid)
+}
+
+/// `birdc -s SOCK ARGS` against a lab's ToR; its output.
+pub fn birdc(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let sock = BirdFiles::in_dir(dir).socket.display().to_string();
+    let mut all = vec!["-s", sock.as_str()];
+    all.extend_from_slice(args);
+    sh::run("birdc", &all)
+}
+
 fn start_agent(lab: &LabState, agent: &Path, node: &NodeState) -> anyhow::Result<u32> {
     let mut args: Vec<String> = vec![
         "--node-name".into(),
@@ -423,6 +504,9 @@ fn start_agent(lab: &LabState, agent: &Path, node: &NodeState) -> anyhow::Result
         "--etcd-endpoints".into(),
         lab.etcd_endpoint.clone(),
     ]);
+    if lab.bgp {
+        args.push("--bgp".into());
+    }
     let log = state::dir(&lab.name).join(&node.name).join("agent.log");
     // The log is appended to: a restarted agent's lines follow the previous one's.
     spawn_daemon(&node.netns, agent, &args, &log)
@@ -493,6 +577,7 @@ pub fn down(lab: &LabState) -> anyhow::Result<()> {
         kill(n.agent_pid);
     }
     kill(lab.etcd_pid);
+    kill(lab.bird_pid);
     std::thread::sleep(Duration::from_millis(200));
     for p in &lab.pods {
         remove_netns(&p.netns);
@@ -533,6 +618,7 @@ mod tests {
             subnets,
             encap,
             dual_stack: false,
+            bgp: false,
             bin_dir: PathBuf::new(),
         }
     }
@@ -551,7 +637,11 @@ mod tests {
         check_up_args(&args(3, 2, Encap::CrossSubnet)).unwrap();
         check_up_args(&args(3, 1, Encap::None)).unwrap();
         let e = check_up_args(&args(3, 2, Encap::None)).unwrap_err();
-        assert!(e.to_string().contains("without BGP"), "{e}");
+        assert!(e.to_string().contains("add --bgp"), "{e}");
+        let mut routed = args(3, 2, Encap::None);
+        routed.bgp = true;
+        check_up_args(&routed).unwrap();
+        assert!(has_tor(true, 2) && !has_tor(true, 1) && !has_tor(false, 2));
         let e = check_up_args(&args(3, 3, Encap::Vxlan)).unwrap_err();
         assert!(
             e.to_string().contains("--subnets must be between 1 and 2"),

@@ -6,6 +6,7 @@ mod cluster;
 mod pods;
 mod sh;
 mod state;
+mod tor;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -46,6 +47,11 @@ enum Cmd {
         /// An IPv6 pool too: every pod gets one address of each family.
         #[arg(long)]
         dual_stack: bool,
+        /// Agents run their BGP speaker (`trellis-agent --bgp`): a node-to-node mesh on one
+        /// subnet; with --subnets 2 the router between the subnets runs BIRD as a top-of-rack
+        /// router peering with every node (needed for --encap none across subnets).
+        #[arg(long)]
+        bgp: bool,
         /// Where trellis, trellis-agent and trellisctl are (default: next to trellis-lab).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -65,6 +71,13 @@ enum Cmd {
     Node {
         #[command(subcommand)]
         command: NodeCmd,
+    },
+    /// Ask the BGP ToR router (BIRD, in a `--bgp --subnets 2` lab): `trellis-lab birdc NAME --
+    /// show route`.
+    Birdc {
+        name: String,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
     },
     /// Run trellisctl against the lab's datastore: `trellis-lab ctl NAME -- get ippools`.
     Ctl {
@@ -134,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             subnets,
             encap,
             dual_stack,
+            bgp,
             bin_dir,
         } => {
             let bin_dir = match bin_dir {
@@ -149,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 subnets,
                 encap,
                 dual_stack,
+                bgp,
                 bin_dir,
             };
             match cluster::up(&args) {
@@ -206,6 +221,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let lab = LabState::load(&name)?;
             return exec_in(&lab.node(&node)?.netns, &cmd);
         }
+        Cmd::Birdc { name, args } => {
+            let lab = LabState::load(&name)?;
+            if lab.bird_pid == 0 {
+                anyhow::bail!("lab {name} has no BGP router (it has one with --bgp --subnets 2)");
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            print!("{}", cluster::birdc(&state::dir(&name), &args)?);
+        }
         Cmd::Ctl { name, args } => {
             let lab = LabState::load(&name)?;
             let ctl = cluster::binary(&lab.bin_dir, "trellisctl")?;
@@ -230,6 +253,13 @@ fn status(lab: &LabState) -> String {
         lab.encap.vxlan_mode(),
         lab.encap.ipip_mode()
     );
+    if lab.bgp {
+        out.push_str(if lab.bird_pid != 0 {
+            "bgp: agents peer with the ToR router (BIRD, AS 65000; trellis-lab birdc NAME -- show route)\n"
+        } else {
+            "bgp: agents run the node-to-node mesh (AS 64512)\n"
+        });
+    }
     for n in &lab.nodes {
         out.push_str(&format!(
             "node {:<8} {:<12} {:<20} netns {}\n",

@@ -48,6 +48,12 @@ pub struct LabState {
     pub subnets: usize,
     #[serde(default = "vxlan")]
     pub encap: Encap,
+    /// Agents run `--bgp`.
+    #[serde(default)]
+    pub bgp: bool,
+    /// BIRD, the BGP ToR router of a `--bgp` lab with two subnets (0: none).
+    #[serde(default)]
+    pub bird_pid: u32,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     /// Where trellis, trellis-agent and trellisctl are.

@@ -4,98 +4,13 @@
 
 mod lab_support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use lab_support::{lab, lab_bin, ok, require_root_and_binaries, Lab};
-
-/// `pod add` and the pod's (IPv4, IPv6) addresses.
-fn add_pod(name: &str, node: &str, pod: &str) -> (String, String) {
-    let out = ok(&["pod", "add", name, node, pod]);
-    let find = |prefix: &str| {
-        out.split_whitespace()
-            .find(|w| w.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix}* address in {out}"))
-            .to_string()
-    };
-    (find("10.244."), find("fd00:244:"))
-}
-
-fn node_exec(name: &str, node: &str, cmd: &[&str]) -> String {
-    let mut args = vec!["node", "exec", name, node, "--"];
-    args.extend(cmd);
-    ok(&args)
-}
-
-/// Adds a pod `default/PREFIXn` on every node n (1..=nodes) for each prefix; returns
-/// (NS/POD, IPv4, IPv6) per pod.
-fn add_pods(name: &str, nodes: usize, prefixes: &[&str]) -> Vec<(String, String, String)> {
-    let mut pods = Vec::new();
-    for n in 1..=nodes {
-        for prefix in prefixes {
-            let p = format!("default/{prefix}{n}");
-            let (v4, v6) = add_pod(name, &format!("node-{n}"), &p);
-            pods.push((p, v4, v6));
-        }
-    }
-    pods
-}
-
-/// Every pod pings every other pod's addresses once; all must answer (`when` names the step).
-fn assert_all_pairs_reach(name: &str, pods: &[(String, String, String)], when: &str) {
-    let mut failures = Vec::new();
-    for (from, _, _) in pods {
-        for (to, v4, v6) in pods {
-            if from == to {
-                continue;
-            }
-            for ip in [v4, v6] {
-                let (reached, _) =
-                    lab(&["pod", "exec", name, from, "--", "ping", "-c1", "-W2", ip]);
-                if !reached {
-                    failures.push(format!("{from} -> {to} ({ip})"));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "unreachable {when}: {failures:#?}");
-}
-
-/// `ip FAMILY route get DST` in `node`: the route the kernel would use.
-fn route_to(name: &str, node: &str, family: &str, dst: &str) -> String {
-    node_exec(name, node, &["ip", family, "route", "get", dst])
-}
-
-fn set_mode(name: &str, mode: &str) {
-    let yaml = format!(
-        "apiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: 10.244.0.0/16, vxlanMode: {mode}, natOutgoing: true}}\n---\napiVersion: trellis.dev/v1\nkind: IPPool\nmetadata: {{name: default-ipv6}}\nspec: {{cidr: 'fd00:244::/64', vxlanMode: {mode}}}\n"
-    );
-    let path = std::env::temp_dir().join(format!("trellis-pools-{}-{mode}.yaml", name));
-    std::fs::write(&path, yaml).unwrap();
-    ok(&["ctl", name, "--", "apply", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(path);
-}
-
-/// `ping -i 0.05 -c COUNT` from `pod` to `dst`, started in the background.
-fn pinger(name: &str, pod: &str, dst: &str, count: u32) -> Child {
-    Command::new(lab_bin())
-        .args([
-            "pod", "exec", name, pod, "--", "ping", "-i", "0.05", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), dst])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use lab_support::{
+    add_pods, assert_all_pairs_reach, lab, node_exec, ok, pinger, require_root_and_binaries,
+    route_to, set_mode, wait_until, Lab,
+};
 
 /// Switches every pool to `mode` while two pings (IPv4, IPv6) run from p1 to p2; asserts both
 /// got every reply, and that node-1 routes p2 through `expect_dev` in the end.
