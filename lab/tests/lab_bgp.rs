@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lab_support::{
-    add_pods, agent_status, assert_all_pairs_reach, lab, node_exec, node_field, ok,
+    add_pods, agent_status, assert_all_pairs_reach, bin_dir, lab, node_exec, node_field, ok,
     require_root_and_binaries, route_to, set_mode, wait_until, FastPing, Lab, Pod,
 };
 
@@ -132,15 +132,15 @@ fn routed_mesh_one_subnet() {
     require_root_and_binaries("the lab creates network namespaces");
     let name = format!("b{}", std::process::id() % 100_000);
     let _lab = Lab(name.clone());
-    up(&name, 3, 1, "none");
-    let pods = add_pods(&name, 3, &["p"]);
-    // Dual stack: each node meshes with the other two over IPv4 and over IPv6.
-    wait_for_sessions(&name, 3, "mesh", 4);
-    for n in 1..=3 {
+    up(&name, 4, 1, "none");
+    let pods = add_pods(&name, 4, &["p"]);
+    // Dual stack: each node meshes with the other three over IPv4 and over IPv6.
+    wait_for_sessions(&name, 4, "mesh", 6);
+    for n in 1..=4 {
         let node = format!("node-{n}");
         let bgp = agent_status(&name, &node).unwrap().bgp.unwrap();
         assert_eq!(bgp.asn, 64512);
-        for other in (1..=3).filter(|&o| o != n) {
+        for other in (1..=4).filter(|&o| o != n) {
             let addr: std::net::IpAddr = format!("172.30.0.{other}").parse().unwrap();
             assert!(
                 bgp.peers.iter().any(|p| p.address == addr),
@@ -159,8 +159,34 @@ fn routed_mesh_one_subnet() {
             node_exec(&name, &node, &["ip", "-6", "route", "show", "proto", "81"])
         );
     }
-    assert_no_bgp_problems(&name, 3);
+    assert_no_bgp_problems(&name, 4);
     assert_all_pairs_reach(&name, &pods, "over the BGP mesh");
+    // What an operator sees: `trellisctl node status` against node-1's agent socket.
+    let socket = node_field(&name, "node-1", "socket");
+    let out = Command::new(bin_dir().join("trellisctl"))
+        .args(["node", "status", "--socket", socket.as_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "trellisctl node status: {text}");
+    println!("{text}");
+    let sessions: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" mesh ") && l.contains("Established"))
+        .collect();
+    assert_eq!(sessions.len(), 6, "six mesh sessions Established:\n{text}");
+    for other in 2..=4 {
+        assert!(
+            sessions
+                .iter()
+                .any(|l| l.starts_with(&format!("172.30.0.{other} "))),
+            "no session with node-{other}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("BGP: AS 64512, router id 172.30.0.1"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -110,7 +110,7 @@ fn cross_subnet_encapsulates_only_across_the_router() {
         "--name",
         &name,
         "--nodes",
-        "3",
+        "4",
         "--subnets",
         "2",
         "--encap",
@@ -122,7 +122,8 @@ fn cross_subnet_encapsulates_only_across_the_router() {
         status.contains("172.30.0.2") && status.contains("172.30.1.3"),
         "{status}"
     );
-    let pods = add_pods(&name, 3, &["p"]);
+    // node-1 and node-2 share the first segment, node-3 and node-4 the second.
+    let pods = add_pods(&name, 4, &["p"]);
     assert_all_pairs_reach(&name, &pods, "with CrossSubnet");
     // node-2 shares node-1's segment: plain route. node-3 is behind the router: VXLAN.
     let r = route_to(&name, "node-1", "-4", &pods[1].1);
@@ -135,10 +136,50 @@ fn cross_subnet_encapsulates_only_across_the_router() {
     assert!(r.contains("dev vxlan6.trellis"), "{r}");
     let r = route_to(&name, "node-3", "-4", &pods[0].1);
     assert!(r.contains("dev vxlan.trellis"), "{r}");
+    let r = route_to(&name, "node-3", "-4", &pods[3].1);
+    assert!(r.contains("via 172.30.1.4 dev eth0"), "{r}");
+    // The packets themselves: node-1's VXLAN device carries the pings to node-3's pod and
+    // none of those to node-2's.
+    let tx = || vxlan_tx_packets(&name, "node-1");
+    let before = tx();
+    ping_n(&name, &pods[0].0, &pods[1].1, 20);
+    let same_subnet = tx() - before;
+    assert_eq!(
+        same_subnet, 0,
+        "same-subnet pings went through vxlan.trellis"
+    );
+    let before = tx();
+    ping_n(&name, &pods[0].0, &pods[2].1, 20);
+    let across = tx() - before;
+    assert!(
+        across >= 20,
+        "only {across} packets left by vxlan.trellis for 20 pings across"
+    );
+    println!("vxlan.trellis tx on node-1: +{same_subnet} for 20 pings within the subnet, +{across} for 20 across");
     // The router itself knows no pod address: cross-subnet pod traffic is encapsulated.
     let ul = Command::new("ip")
         .args(["-n", &format!("tl-{name}-ul"), "route"])
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&ul.stdout).contains("10.244."));
+}
+
+/// Packets node `node`'s `vxlan.trellis` has sent.
+fn vxlan_tx_packets(name: &str, node: &str) -> u64 {
+    let out = node_exec(
+        name,
+        node,
+        &["cat", "/sys/class/net/vxlan.trellis/statistics/tx_packets"],
+    );
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("tx_packets {out:?}: {e}"))
+}
+
+/// `ping -c COUNT -i 0.01 DST` from `pod`; all must answer.
+fn ping_n(name: &str, pod: &str, dst: &str, count: u32) {
+    let count = count.to_string();
+    ok(&[
+        "pod", "exec", name, pod, "--", "ping", "-q", "-c", &count, "-i", "0.01", "-W", "2", dst,
+    ]);
 }
