@@ -15,3 +15,10 @@ pub fn require_root(what: &str, how: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The 1, 5 and 15 minute load averages, for the record of a run ("unknown" if unreadable).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}

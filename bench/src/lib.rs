@@ -2,8 +2,10 @@
 //!
 //! - [`stats`]: latency histograms in microseconds and the wall-clock span of a timed run;
 //! - [`report`]: the printed table and the trellis-over-floor ratios;
-//! - [`host`]: what a benchmark needs of the machine (root).
+//! - [`host`]: what a benchmark needs of the machine (root);
+//! - [`netns`]: the run's network namespaces, and those a killed run left.
 
 pub mod host;
+pub mod netns;
 pub mod report;
 pub mod stats;

@@ -45,10 +45,6 @@ impl Ratio {
     }
 }
 
-fn times(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
-}
-
 /// Aligned plain text, ready to paste into a code block.
 pub fn render(rows: &[Row], ratios: &[Ratio]) -> String {
     let width = rows
@@ -95,6 +91,11 @@ pub fn render(rows: &[Row], ratios: &[Ratio]) -> String {
         }
     }
     out
+}
+
+/// A ratio as printed: `1.23x`, or `-` when there is none.
+pub fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
 }
 
 #[cfg(test)]

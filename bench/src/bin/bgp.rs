@@ -41,10 +41,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use clap::Parser;
+use trellis_bench::host::load_average;
+use trellis_bench::netns::{cleanup_stale, ip, run, Namespaces};
+use trellis_bench::report::times;
+use trellis_bench::stats::median;
 
 /// Prefix of every namespace a run creates (`trl-bg<PID>-`).
 const PREFIX: &str = "trl-bg";
-const NETNS_DIR: &str = "/run/netns";
 const ZEBRA: &str = "/usr/lib/frr/zebra";
 const BGPD: &str = "/usr/lib/frr/bgpd";
 const SENDER_AS: u32 = 65000;
@@ -73,82 +76,6 @@ struct Args {
 }
 
 // ---- commands and namespaces ------------------------------------------------------------------
-
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout).trim(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    run("ip", args)
-}
-
-/// Network namespaces this run created, deleted on drop (in reverse order).
-#[derive(Debug, Default)]
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn add(&mut self, role: &str) -> Result<String> {
-        let name = format!("{PREFIX}{}-{role}", std::process::id());
-        ip(&["netns", "add", &name])?;
-        self.names.push(name.clone());
-        ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        Ok(name)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.names.iter().rev() {
-            if let Err(e) = ip(&["netns", "delete", name]) {
-                eprintln!("warning: {e}");
-            }
-        }
-    }
-}
-
-/// Deletes `trl-bg<PID>-*` namespaces whose run is gone, first killing what still runs in them
-/// (daemons of a run that was killed itself).
-fn cleanup_stale() {
-    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if pid.is_empty() || !rest[pid.len()..].starts_with('-') {
-            continue;
-        }
-        if Path::new("/proc").join(&pid).exists() {
-            continue;
-        }
-        for p in ip(&["netns", "pids", &name])
-            .unwrap_or_default()
-            .split_whitespace()
-        {
-            let _ = run("kill", &["-KILL", p]);
-        }
-        if ip(&["netns", "delete", &name]).is_ok() {
-            eprintln!("deleted namespace {name} left by a killed run");
-        }
-    }
-}
 
 /// Joins `a` (device `a_dev`, address `a_addr`) and `b` (`eth0`, `b_addr`) with a veth pair.
 fn link(a: &str, a_dev: &str, a_addr: &str, b: &str, b_addr: &str) -> Result<()> {
@@ -766,22 +693,6 @@ fn measure(
 
 // ---- report -----------------------------------------------------------------------------------
 
-/// Middle value (mean of the two middle ones for an even count); `None` when empty.
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
-fn times(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
-}
-
 fn ratio(t: Option<f64>, b: Option<f64>) -> Option<f64> {
     t.zip(b).and_then(|(t, b)| (b > 0.0).then(|| t / b))
 }
@@ -869,12 +780,6 @@ fn render(trellis: &[Sample], bird: &[Sample]) -> String {
     out
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn version(program: &str, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
@@ -916,12 +821,12 @@ fn main() -> Result<()> {
     );
     trellis_bench::host::require_root("creates network namespaces", "sudo ./target/release/bgp")?;
     let bin = trellis_bgp_bin()?;
-    cleanup_stale();
+    cleanup_stale(PREFIX);
     let load_before = load_average();
     let started = Instant::now();
 
     let tmp = tempfile::tempdir()?;
-    let mut namespaces = Namespaces::default();
+    let mut namespaces = Namespaces::new(PREFIX);
     let snd = namespaces.add("snd")?;
     let sites = [
         Site {

@@ -27,6 +27,9 @@ use serde_json::{json, Value};
 use trellis_agent::api;
 use trellis_agent::endpoints::Endpoints;
 use trellis_agent::metrics::Metrics;
+use trellis_bench::host::load_average;
+use trellis_bench::netns::{cleanup_stale, ip, Namespaces, NETNS_DIR};
+use trellis_bench::report::times;
 use trellis_bench::report::Ratio;
 use trellis_bench::stats::{Latencies, Summary};
 use trellis_datastore::codec;
@@ -37,7 +40,6 @@ use trellis_datastore::{Datastore, ObjectMeta};
 
 /// Prefix of every namespace a run creates (`trl-bc<PID>-`).
 const PREFIX: &str = "trl-bc";
-const NETNS_DIR: &str = "/run/netns";
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 const NODE: &str = "node-1";
 const TRELLIS_POOL: &str = "10.88.0.0/16";
@@ -58,66 +60,6 @@ struct Args {
 }
 
 // ---- namespaces -------------------------------------------------------------------------------
-
-fn run_ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (install iproute2)")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Network namespaces this run created, deleted on drop (in reverse order).
-#[derive(Debug, Default)]
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn add(&mut self, role: &str) -> Result<String> {
-        let name = format!("{PREFIX}{}-{role}", std::process::id());
-        run_ip(&["netns", "add", &name])?;
-        self.names.push(name.clone());
-        run_ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        Ok(name)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.names.iter().rev() {
-            if let Err(e) = run_ip(&["netns", "delete", name]) {
-                eprintln!("warning: {e}");
-            }
-        }
-    }
-}
-
-/// Deletes `trl-bc<PID>-*` namespaces whose process is gone (left by a crashed run).
-fn cleanup_stale() {
-    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if pid.is_empty() || Path::new("/proc").join(&pid).exists() {
-            continue;
-        }
-        if run_ip(&["netns", "delete", &name]).is_ok() {
-            eprintln!("deleted namespace {name} left by a crashed run");
-        }
-    }
-}
 
 // ---- plugins ----------------------------------------------------------------------------------
 
@@ -326,16 +268,6 @@ fn reference_bin(name: &str) -> Result<PathBuf> {
 
 // ---- report -----------------------------------------------------------------------------------
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn times(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
-}
-
 fn print_table(plugins: &[Plugin], totals: &[Tally]) {
     let width = plugins.iter().map(|p| p.label.len()).max().unwrap_or(6);
     println!(
@@ -403,7 +335,7 @@ fn main() -> Result<()> {
     )?;
     let trellis = trellis_bin()?;
     let (ptp, bridge) = (reference_bin("ptp")?, reference_bin("bridge")?);
-    cleanup_stale();
+    cleanup_stale(PREFIX);
     let load_before = load_average();
     let started = Instant::now();
 
@@ -450,9 +382,9 @@ fn main() -> Result<()> {
         },
     ];
 
-    let mut namespaces = Namespaces::default();
+    let mut namespaces = Namespaces::new(PREFIX);
     let node_ns = namespaces.add("node")?;
-    run_ip(&[
+    ip(&[
         "netns",
         "exec",
         &node_ns,

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use clap::Parser;
 use serde_json::Value;
+use trellis_bench::host::load_average;
+use trellis_bench::report::times;
+use trellis_bench::stats::median;
 
 const CLIENT_NODE: &str = "node-1";
 const SERVER_NODE: &str = "node-2";
@@ -273,24 +276,8 @@ fn measure(lab: &Lab, from: &Place, to: &str, seconds: u32) -> Result<f64> {
 
 // ---- report -----------------------------------------------------------------------------------
 
-/// Middle value (mean of the two middle ones for an even count); `None` when empty.
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
 fn gbit(bps: Option<f64>) -> String {
     bps.map_or_else(|| "-".to_string(), |b| format!("{:.2}", b / 1e9))
-}
-
-fn times(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
 }
 
 fn ratio(pod: Option<f64>, underlay: Option<f64>) -> Option<f64> {
@@ -333,12 +320,6 @@ fn render(pod_label: &str, underlay: &[f64], pod: &[f64]) -> String {
         times(ratio(mp, mu))
     );
     out
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 // ---- main -------------------------------------------------------------------------------------
@@ -434,13 +415,6 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-    }
 
     #[test]
     fn reads_received_rate_and_errors() {
