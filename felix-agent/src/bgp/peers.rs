@@ -84,6 +84,29 @@ pub struct DesiredPeer {
     pub allow_local_as: u8,
 }
 
+impl DesiredPeer {
+    /// A session to `addr` with every optional setting at its default.
+    fn new(addr: IpAddr, asn: u32, kind: PeerKind, source: String) -> Self {
+        DesiredPeer {
+            addr,
+            port: trellis_datastore::resources::bgp::DEFAULT_LISTEN_PORT,
+            asn,
+            kind,
+            source,
+            passive: false,
+            rr_client: false,
+            keep_next_hop: false,
+            local_addr: None,
+            hold_time: None,
+            keepalive: None,
+            restart_time: None,
+            password: None,
+            ttl_security: None,
+            allow_local_as: 0,
+        }
+    }
+}
+
 /// A node's BGP identity as the peering rules need it.
 #[derive(Debug, Clone, Copy)]
 struct Speaker<'a> {
@@ -191,23 +214,11 @@ pub fn desired_peers(
                 offer(with_peer_settings(
                     bp,
                     DesiredPeer {
-                        addr: a.ip,
                         port: a
                             .port
                             .unwrap_or(trellis_datastore::resources::bgp::DEFAULT_LISTEN_PORT),
-                        asn,
-                        kind: scope,
-                        source: source.clone(),
-                        passive: false,
-                        rr_client: false,
-                        keep_next_hop: false,
                         local_addr,
-                        hold_time: None,
-                        keepalive: None,
-                        restart_time: None,
-                        password: None,
-                        ttl_security: None,
-                        allow_local_as: 0,
+                        ..DesiredPeer::new(a.ip, asn, scope, source.clone())
                     },
                 ));
             } else if let Some(sel) = selector(&bp.spec.peer_selector) {
@@ -282,22 +293,11 @@ fn node_to_node(
         })
         .map(|(mine, theirs)| {
             let p = DesiredPeer {
-                addr: theirs,
-                port: trellis_datastore::resources::bgp::DEFAULT_LISTEN_PORT,
-                asn: other.asn,
-                kind,
-                source: source.clone(),
                 // One-way: the lower address connects (see the module documentation).
                 passive: theirs < mine,
                 rr_client,
-                keep_next_hop: false,
                 local_addr: Some(mine),
-                hold_time: None,
-                keepalive: None,
-                restart_time: None,
-                password: None,
-                ttl_security: None,
-                allow_local_as: 0,
+                ..DesiredPeer::new(theirs, other.asn, kind, source.clone())
             };
             match bp {
                 Some(bp) => with_peer_settings(bp, p),
