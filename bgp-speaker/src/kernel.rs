@@ -36,6 +36,8 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use ipnet::IpNet;
 
+#[path = "kernel_batch.rs"]
+mod batch;
 #[path = "kernel_msg.rs"]
 mod msg;
 #[path = "kernel_netlink.rs"]
@@ -43,6 +45,7 @@ mod netlink;
 #[path = "kernel_sync.rs"]
 mod sync;
 
+pub use batch::BATCH;
 pub use msg::{delete_request, parse_route, route_message, write_request, RouteOp, RouteRequest};
 pub use netlink::RtNetlinkTable;
 pub use sync::{flush_ours, ApplyStats, KernelSync};
@@ -312,6 +315,23 @@ pub trait RouteTable: Send + Sync {
     async fn dump_ours(&self, table: u32) -> Result<Vec<InstalledRoute>, NetlinkFailure>;
     /// Sends one request and waits for the kernel's answer.
     async fn send(&self, request: &RouteRequest) -> Result<(), NetlinkFailure>;
+    /// Sends `requests` (at most [`BATCH`]) and returns each one's answer, in order. By
+    /// default one at a time; the netlink table packs them into one datagram.
+    async fn send_batch(&self, requests: &[RouteRequest]) -> Vec<Result<(), NetlinkFailure>> {
+        send_each(self, requests).await
+    }
+}
+
+/// [`RouteTable::send`] for each request in turn.
+pub async fn send_each<T: RouteTable + ?Sized>(
+    table: &T,
+    requests: &[RouteRequest],
+) -> Vec<Result<(), NetlinkFailure>> {
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        out.push(table.send(r).await);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! [`RouteTable`] over an rtnetlink socket: the only place the kernel sync does I/O.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -10,14 +11,17 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
+use super::batch::BatchSocket;
 use super::msg::{parse_route, RouteOp, RouteRequest};
-use super::{InstalledRoute, KernelError, NetlinkFailure, RouteTable};
+use super::{send_each, InstalledRoute, KernelError, NetlinkFailure, RouteTable};
 
 /// A netlink route socket. Network namespaces are per thread and a socket stays in the one it
 /// was opened in: open it on the thread (and runtime) that is in the node's namespace.
 #[derive(Debug)]
 pub struct RtNetlinkTable {
     handle: Handle,
+    /// Batched writes; `None` when the socket could not be opened (then one at a time).
+    batch: Option<Arc<BatchSocket>>,
     /// The connection task when this value spawned it; aborted on drop.
     connection: Option<JoinHandle<()>>,
 }
@@ -29,6 +33,7 @@ impl RtNetlinkTable {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Connect)?;
         Ok(Self {
             handle,
+            batch: open_batch(),
             connection: Some(tokio::spawn(conn)),
         })
     }
@@ -37,9 +42,17 @@ impl RtNetlinkTable {
     pub fn from_handle(handle: Handle) -> Self {
         Self {
             handle,
+            batch: open_batch(),
             connection: None,
         }
     }
+}
+
+/// The batch socket, in the calling thread's namespace like the handle's.
+fn open_batch() -> Option<Arc<BatchSocket>> {
+    BatchSocket::open()
+        .map_err(|e| tracing::warn!(error = %e, "no batched netlink socket; writing routes one at a time"))
+        .ok()
 }
 
 impl Drop for RtNetlinkTable {
@@ -92,5 +105,12 @@ impl RouteTable for RtNetlinkTable {
             }
         }
         Ok(())
+    }
+
+    async fn send_batch(&self, requests: &[RouteRequest]) -> Vec<Result<(), NetlinkFailure>> {
+        match &self.batch {
+            Some(b) => b.send(requests).await,
+            None => send_each(self, requests).await,
+        }
     }
 }

@@ -2,16 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::stream::{self, StreamExt};
 use ipnet::IpNet;
 
+use super::batch::BATCH;
 use super::msg::{delete_request, write_request, RouteOp, RouteRequest};
 use super::{
     KernelError, KernelRoute, KernelSyncConfig, NetlinkFailure, RouteTable, EEXIST, ENOENT, ESRCH,
 };
-
-/// Route requests outstanding at once in one pass (the kernel answers them in order).
-const IN_FLIGHT: usize = 128;
 
 /// What one [`KernelSync::apply`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,66 +165,60 @@ impl KernelSync {
         }
         let (writes, deletes) = self.plan();
         let mut failures = Vec::new();
-        // Writes first, then deletes (make before break for a prefix changing metric); within
-        // each, up to IN_FLIGHT requests are outstanding at once: each prefix appears at most
-        // once per phase, so their order does not matter, and waiting for every
-        // acknowledgement before the next request would cost a round trip per route. Requests
-        // are built as they are sent, so a full table never sits in memory as messages.
+        // Writes first, then deletes (make before break for a prefix changing metric), each in
+        // batches of up to BATCH requests that the table may send as one datagram: a prefix
+        // appears at most once per phase, so the order inside a phase does not matter.
+        // Requests are built per batch, so a full table never sits in memory as messages.
         let (table_id, metric) = (self.config.table, self.config.metric);
-        let mut written = stream::iter(writes)
-            .map(|(route, replace)| async move {
-                let request = write_request(&route, table_id, metric, replace);
-                let res = match &request {
-                    Ok(r) => Some(table.send(r).await),
-                    Err(_) => None,
-                };
-                (route, replace, request, res)
-            })
-            .buffer_unordered(IN_FLIGHT);
-        while let Some((route, replace, request, res)) = written.next().await {
-            let request = match request {
-                Ok(r) => r,
-                Err(e) => {
-                    failures.push(e);
-                    continue;
-                }
-            };
-            stats.writes += 1;
-            match res {
-                Some(Ok(())) => {
-                    if replace {
-                        stats.replaced += 1;
-                    } else {
-                        stats.created += 1;
+        for chunk in writes.chunks(BATCH) {
+            let mut sent = Vec::with_capacity(chunk.len());
+            let mut requests = Vec::with_capacity(chunk.len());
+            for (route, replace) in chunk {
+                match write_request(route, table_id, metric, *replace) {
+                    Ok(r) => {
+                        requests.push(r);
+                        sent.push((route, *replace));
                     }
-                    tracing::debug!(route = %request.what, "route written");
-                    self.installed.insert((route.prefix, metric), route);
+                    Err(e) => failures.push(e),
                 }
-                Some(Err(e)) => failures.push(self.write_failed(request, e)),
-                None => {}
+            }
+            stats.writes += requests.len();
+            let answers = table.send_batch(&requests).await;
+            for (((route, replace), request), res) in sent.into_iter().zip(requests).zip(answers) {
+                match res {
+                    Ok(()) => {
+                        if replace {
+                            stats.replaced += 1;
+                        } else {
+                            stats.created += 1;
+                        }
+                        tracing::debug!(route = %request.what, "route written");
+                        self.installed.insert((route.prefix, metric), route.clone());
+                    }
+                    Err(e) => failures.push(self.write_failed(request, e)),
+                }
             }
         }
-        drop(written);
-        let mut deleted = stream::iter(deletes)
-            .map(|(prefix, m)| async move {
-                let request = delete_request(prefix, table_id, m);
-                let res = table.send(&request).await;
-                (prefix, m, request, res)
-            })
-            .buffer_unordered(IN_FLIGHT);
-        while let Some((prefix, m, request, res)) = deleted.next().await {
-            stats.writes += 1;
-            match res {
-                Ok(()) => {
-                    stats.deleted += 1;
-                    tracing::debug!(route = %request.what, "route deleted");
-                    self.installed.remove(&(prefix, m));
+        for chunk in deletes.chunks(BATCH) {
+            let requests: Vec<RouteRequest> = chunk
+                .iter()
+                .map(|(prefix, m)| delete_request(*prefix, table_id, *m))
+                .collect();
+            stats.writes += requests.len();
+            let answers = table.send_batch(&requests).await;
+            for ((key, request), res) in chunk.iter().zip(requests).zip(answers) {
+                match res {
+                    Ok(()) => {
+                        stats.deleted += 1;
+                        tracing::debug!(route = %request.what, "route deleted");
+                        self.installed.remove(key);
+                    }
+                    // Already gone (deleted by hand, or with its device): what we wanted.
+                    Err(e) if matches!(e.errno, Some(ESRCH | ENOENT)) => {
+                        self.installed.remove(key);
+                    }
+                    Err(e) => failures.push(self.write_failed(request, e)),
                 }
-                // Already gone (deleted by hand, or with its device): what we wanted.
-                Err(e) if matches!(e.errno, Some(ESRCH | ENOENT)) => {
-                    self.installed.remove(&(prefix, m));
-                }
-                Err(e) => failures.push(self.write_failed(request, e)),
             }
         }
         stats.failures = failures.len();
