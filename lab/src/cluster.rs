@@ -12,6 +12,11 @@
 //!  node and family, to the router's address on the node's segment), writes the pod blocks it
 //!  learns into tl-NAME-ul's kernel (proto bird), and the node-to-node mesh is off:
 //!     node-1 --eBGP--> 172.30.0.254 [BIRD, tl-NAME-ul] 172.30.1.254 <--eBGP-- node-3
+//!  with --bgp --route-reflector trellis|bird (one subnet, --encap none) tl-NAME-ul runs a route
+//!  reflector instead (trellis-bgp or BIRD 2, AS 64512, cluster id 172.30.0.254) and every node
+//!  is its client over iBGP, one session per family, the mesh off; reflected routes keep the
+//!  originating node as next hop, so pod traffic stays node to node on br0:
+//!     node-1 --iBGP--> 172.30.0.254 / fd00:172:30::fe [reflector] <--iBGP-- node-5
 //! ```
 //! Nodes are spread over the segments in order: with 3 nodes and 2 subnets, node-1 and node-2
 //! share the first and node-3 is alone on the second. Without --bgp the underlay never routes
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::rr::{self, Reflector, RrAddrs, RrClient};
 use crate::sh::{self, ip};
 use crate::state::{self, LabState, NodeState, NETNS_PREFIX};
 use crate::tor::{self, BirdFiles, TorNode};
@@ -195,6 +201,8 @@ pub struct UpArgs {
     pub dual_stack: bool,
     /// Agents run their BGP speaker; with two subnets the router becomes a BGP ToR.
     pub bgp: bool,
+    /// The underlay namespace runs a route reflector for the nodes instead of the mesh.
+    pub route_reflector: Option<Reflector>,
     pub bin_dir: PathBuf,
 }
 
@@ -234,6 +242,20 @@ fn check_up_args(a: &UpArgs) -> anyhow::Result<()> {
             a.subnets
         );
     }
+    if let Some(r) = a.route_reflector {
+        let why = if !a.bgp {
+            Some("it reflects the agents' BGP routes: add --bgp")
+        } else if a.subnets != 1 {
+            Some("it serves one segment (reflected routes keep the node as next hop): use --subnets 1")
+        } else if a.encap != Encap::None {
+            Some("it is for routed pods: use --encap none")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            bail!("--route-reflector {}: {why}", r.arg());
+        }
+    }
     if a.dual_stack && a.encap.is_ipip() {
         bail!(
             "--encap {} with --dual-stack: IPIP carries IPv4 only (RFC 2003); use a VXLAN mode \
@@ -267,6 +289,9 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         binary(&a.bin_dir, "trellisctl")?,
     );
     binary(&a.bin_dir, "trellis")?;
+    if a.route_reflector == Some(Reflector::Trellis) {
+        binary(&a.bin_dir, "trellis-bgp")?;
+    }
     let dir = state::dir(&a.name);
     std::fs::create_dir_all(&dir)?;
     let ul = format!("{NETNS_PREFIX}{}-ul", a.name);
@@ -280,6 +305,8 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         encap: a.encap,
         bgp: a.bgp,
         bird_pid: 0,
+        reflector: a.route_reflector,
+        rr_pid: 0,
         nodes: Vec::new(),
         pods: Vec::new(),
         bin_dir: a.bin_dir.clone(),
@@ -362,6 +389,10 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         pools.push_str("---\n");
         pools.push_str(&tor::peers_yaml(&tor_nodes, a.dual_stack));
     }
+    if a.route_reflector.is_some() {
+        pools.push_str("---\n");
+        pools.push_str(&rr::peers_yaml(&rr_addrs(), a.dual_stack));
+    }
     let ctl_s = ctl.display().to_string();
     let (ok, _, err) = sh::in_netns(
         &ul,
@@ -437,6 +468,31 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         lab.bird_pid = start_bird(&ul, &dir, &tor_nodes, a.dual_stack)?;
         lab.save()?;
     }
+    if let Some(r) = a.route_reflector {
+        let clients: Vec<RrClient> = tor_nodes
+            .iter()
+            .map(|n| RrClient {
+                name: n.name.clone(),
+                ip: n.ip.clone(),
+                ip6: n.ip6.clone(),
+            })
+            .collect();
+        match r {
+            Reflector::Bird => {
+                let conf = rr::bird_conf(
+                    &rr_addrs(),
+                    &clients,
+                    a.dual_stack,
+                    &BirdFiles::in_dir(&dir).log,
+                );
+                lab.bird_pid = run_bird(&ul, &dir, &conf)?;
+            }
+            Reflector::Trellis => {
+                lab.rr_pid = start_trellis_bgp(&ul, &dir, &a.bin_dir, &clients, a.dual_stack)?;
+            }
+        }
+        lab.save()?;
+    }
     for idx in 0..lab.nodes.len() {
         lab.nodes[idx].agent_pid = start_agent(&lab, &agent, &lab.nodes[idx])?;
         lab.save()?;
@@ -457,11 +513,65 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
     Ok(lab)
 }
 
-/// Writes BIRD's configuration and starts it in the router namespace `ul` (in the foreground
-/// of its own process, so the pid is BIRD's); waits until its control socket answers.
+/// Starts BIRD as the ToR router in the router namespace `ul` (see [`run_bird`]).
 fn start_bird(ul: &str, dir: &Path, nodes: &[TorNode], dual_stack: bool) -> anyhow::Result<u32> {
     let f = BirdFiles::in_dir(dir);
-    let conf = tor::bird_conf(&gateway4(0), nodes, dual_stack, &f.log);
+    run_bird(
+        ul,
+        dir,
+        &tor::bird_conf(&gateway4(0), nodes, dual_stack, &f.log),
+    )
+}
+
+/// The route reflector's addresses: the underlay's own on the (one) segment.
+fn rr_addrs() -> RrAddrs {
+    RrAddrs {
+        ip: gateway4(0),
+        ip6: gateway6(0),
+        cluster_id: gateway4(0),
+    }
+}
+
+/// Starts trellis-bgp as the route reflector in `ul`, logging to `trellis-bgp.log` in the
+/// lab's state dir (its session status every second: the lab's view of the sessions); waits
+/// until it logs that it runs.
+fn start_trellis_bgp(
+    ul: &str,
+    dir: &Path,
+    bin_dir: &Path,
+    clients: &[RrClient],
+    dual_stack: bool,
+) -> anyhow::Result<u32> {
+    let bin = binary(bin_dir, "trellis-bgp")?;
+    let log = dir.join("trellis-bgp.log");
+    let args = rr::trellis_bgp_args(&rr_addrs(), clients, dual_stack, 1);
+    let pid = spawn_daemon(ul, &bin, &args, &log)?;
+    // Listening once the first status line is out (the speaker binds before it runs).
+    wait_for("trellis-bgp", &log, Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" session ")) || !running(pid)
+    })?;
+    if !running(pid) {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!("trellis-bgp exited at once: {}", tail.trim());
+    }
+    Ok(pid)
+}
+
+/// Whether process `pid` (a child of this one, so a zombie once it exits: nothing reaps it
+/// while `up` runs) still runs.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // pid (comm) STATE ...: comm may hold spaces and parentheses, the state follows the
+        // last ')'.
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Writes BIRD's configuration `conf` and starts BIRD in `ul` (in the foreground of its own
+/// process, so the pid is BIRD's); waits until its control socket answers.
+fn run_bird(ul: &str, dir: &Path, conf: &str) -> anyhow::Result<u32> {
+    let f = BirdFiles::in_dir(dir);
     std::fs::write(&f.conf, conf).with_context(|| format!("writing {}", f.conf.display()))?;
     let args: Vec<String> = [
         "-f".into(),
@@ -578,6 +688,7 @@ pub fn down(lab: &LabState) -> anyhow::Result<()> {
     }
     kill(lab.etcd_pid);
     kill(lab.bird_pid);
+    kill(lab.rr_pid);
     std::thread::sleep(Duration::from_millis(200));
     for p in &lab.pods {
         remove_netns(&p.netns);
@@ -619,6 +730,7 @@ mod tests {
             encap,
             dual_stack: false,
             bgp: false,
+            route_reflector: None,
             bin_dir: PathBuf::new(),
         }
     }
@@ -649,6 +761,26 @@ mod tests {
         );
         let e = check_up_args(&args(1, 2, Encap::Vxlan)).unwrap_err();
         assert!(e.to_string().contains("at most --nodes"), "{e}");
+    }
+
+    #[test]
+    fn a_route_reflector_needs_bgp_one_subnet_and_no_encapsulation() {
+        let rr = |subnets, encap, bgp| {
+            let mut a = args(5, subnets, encap);
+            a.bgp = bgp;
+            a.route_reflector = Some(Reflector::Bird);
+            check_up_args(&a).map_err(|e| e.to_string())
+        };
+        rr(1, Encap::None, true).unwrap();
+        let e = rr(1, Encap::None, false).unwrap_err();
+        assert!(
+            e.contains("--route-reflector bird:") && e.contains("add --bgp"),
+            "{e}"
+        );
+        let e = rr(2, Encap::None, true).unwrap_err();
+        assert!(e.contains("use --subnets 1"), "{e}");
+        let e = rr(1, Encap::Vxlan, true).unwrap_err();
+        assert!(e.contains("use --encap none") && !e.contains('\n'), "{e}");
     }
 
     #[test]

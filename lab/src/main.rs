@@ -4,6 +4,7 @@
 
 mod cluster;
 mod pods;
+mod rr;
 mod sh;
 mod state;
 mod tor;
@@ -48,10 +49,15 @@ enum Cmd {
         #[arg(long)]
         dual_stack: bool,
         /// Agents run their BGP speaker (`trellis-agent --bgp`): a node-to-node mesh on one
-        /// subnet; with --subnets 2 the router between the subnets runs BIRD as a top-of-rack
+        /// subnet (or a route reflector's clients, with --route-reflector); with --subnets 2 the router between the subnets runs BIRD as a top-of-rack
         /// router peering with every node (needed for --encap none across subnets).
         #[arg(long)]
         bgp: bool,
+        /// With --bgp on one subnet and --encap none: the underlay namespace runs a route
+        /// reflector (trellis-bgp or BIRD, AS 64512) and every node peers with it alone,
+        /// instead of the node-to-node mesh.
+        #[arg(long, value_enum)]
+        route_reflector: Option<rr::Reflector>,
         /// Where trellis, trellis-agent and trellisctl are (default: next to trellis-lab).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -72,8 +78,8 @@ enum Cmd {
         #[command(subcommand)]
         command: NodeCmd,
     },
-    /// Ask the BGP ToR router (BIRD, in a `--bgp --subnets 2` lab): `trellis-lab birdc NAME --
-    /// show route`.
+    /// Ask the lab's BIRD (the ToR router of a `--bgp --subnets 2` lab, or the route reflector
+    /// of a `--route-reflector bird` one): `trellis-lab birdc NAME -- show route`.
     Birdc {
         name: String,
         #[arg(last = true, required = true)]
@@ -148,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             encap,
             dual_stack,
             bgp,
+            route_reflector,
             bin_dir,
         } => {
             let bin_dir = match bin_dir {
@@ -164,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 encap,
                 dual_stack,
                 bgp,
+                route_reflector,
                 bin_dir,
             };
             match cluster::up(&args) {
@@ -224,7 +232,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Birdc { name, args } => {
             let lab = LabState::load(&name)?;
             if lab.bird_pid == 0 {
-                anyhow::bail!("lab {name} has no BGP router (it has one with --bgp --subnets 2)");
+                anyhow::bail!(
+                    "lab {name} runs no BIRD (it does with --bgp --subnets 2 or --route-reflector bird)"
+                );
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             print!("{}", cluster::birdc(&state::dir(&name), &args)?);
@@ -254,10 +264,13 @@ fn status(lab: &LabState) -> String {
         lab.encap.ipip_mode()
     );
     if lab.bgp {
-        out.push_str(if lab.bird_pid != 0 {
-            "bgp: agents peer with the ToR router (BIRD, AS 65000; trellis-lab birdc NAME -- show route)\n"
-        } else {
-            "bgp: agents run the node-to-node mesh (AS 64512)\n"
+        out.push_str(match lab.reflector {
+            Some(r) => match r {
+                rr::Reflector::Bird => "bgp: agents are clients of the route reflector (BIRD, AS 64512, on the underlay; trellis-lab birdc NAME -- show protocols)\n",
+                rr::Reflector::Trellis => "bgp: agents are clients of the route reflector (trellis-bgp, AS 64512, on the underlay; its sessions in trellis-bgp.log of the lab's state dir)\n",
+            },
+            None if lab.bird_pid != 0 => "bgp: agents peer with the ToR router (BIRD, AS 65000; trellis-lab birdc NAME -- show route)\n",
+            None => "bgp: agents run the node-to-node mesh (AS 64512)\n",
         });
     }
     for n in &lab.nodes {

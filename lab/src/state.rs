@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Encap;
+use crate::rr::Reflector;
 
 pub const RUN_DIR: &str = "/run/trellis-lab";
 /// Every namespace of every lab starts with this; `cleanup` removes them all.
@@ -51,9 +52,16 @@ pub struct LabState {
     /// Agents run `--bgp`.
     #[serde(default)]
     pub bgp: bool,
-    /// BIRD, the BGP ToR router of a `--bgp` lab with two subnets (0: none).
+    /// BIRD, the BGP ToR router of a `--bgp` lab with two subnets or the route reflector of a
+    /// `--route-reflector bird` one (0: none).
     #[serde(default)]
     pub bird_pid: u32,
+    /// The route reflector of a `--bgp --route-reflector` lab (none: the mesh or the ToR).
+    #[serde(default)]
+    pub reflector: Option<Reflector>,
+    /// trellis-bgp, when it is the route reflector (0: none).
+    #[serde(default)]
+    pub rr_pid: u32,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     /// Where trellis, trellis-agent and trellisctl are.
