@@ -235,3 +235,89 @@ fn route_reflector_bird_serves_five_nodes() {
     );
     println!("took {:?}", start.elapsed());
 }
+
+/// Trellis nodes as reflectors, Calico's way: a node attribute and one BGPPeer. node-1 gets the
+/// label `route-reflector=true` and `spec.bgp.routeReflectorClusterID`; the BGPPeer
+/// `nodeSelector: all()`, `peerSelector: route-reflector == 'true'` makes every other node its
+/// client, and the mesh goes off. Changed on a running lab: the agents pick it all up live.
+#[test]
+fn a_trellis_node_reflects_for_the_others_by_node_attribute() {
+    require_root_and_binaries("the lab creates network namespaces");
+    let start = Instant::now();
+    let name = format!("rn{}", std::process::id() % 100_000);
+    let _lab = Lab(name.clone());
+    let nodes = NODES.to_string();
+    ok(&[
+        "up",
+        "--name",
+        &name,
+        "--nodes",
+        &nodes,
+        "--encap",
+        "none",
+        "--bgp",
+        "--dual-stack",
+    ]);
+    let pods = add_pods(&name, NODES, &["p"]);
+    // node-1 as the operator edits it: its registered addresses kept, label and cluster id added.
+    let mut node1: serde_json::Value = serde_json::from_str(&ok(&[
+        "ctl", &name, "--", "get", "node", "node-1", "-o", "json",
+    ]))
+    .unwrap();
+    node1["metadata"]["labels"]["route-reflector"] = "true".into();
+    node1["spec"]["bgp"]["routeReflectorClusterID"] = "244.0.0.1".into();
+    let docs = [
+        node1,
+        serde_json::json!({
+            "apiVersion": "trellis.dev/v1", "kind": "BGPConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"nodeToNodeMeshEnabled": false}
+        }),
+        serde_json::json!({
+            "apiVersion": "trellis.dev/v1", "kind": "BGPPeer",
+            "metadata": {"name": "peer-with-route-reflectors"},
+            "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}
+        }),
+    ];
+    for (i, doc) in docs.iter().enumerate() {
+        let path = std::env::temp_dir().join(format!("trellis-rr-{name}-{i}.json"));
+        std::fs::write(&path, doc.to_string()).unwrap();
+        ok(&["ctl", &name, "--", "apply", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+    // node-1 serves the other four over both families; each of them peers with node-1 alone.
+    for n in 1..=NODES {
+        let node = format!("node-{n}");
+        let (want_kind, want_peers) = if n == 1 {
+            ("rr-client", 2 * (NODES - 1))
+        } else {
+            ("rr", 2)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let bgp = agent_status(&name, &node).and_then(|s| s.bgp);
+            let done = bgp.as_ref().is_some_and(|b| {
+                b.peers.len() == want_peers
+                    && b.peers
+                        .iter()
+                        .all(|p| p.kind == want_kind && p.state == "Established")
+            });
+            if done {
+                let b = bgp.unwrap();
+                assert!(b.problems.is_empty(), "{node}: {:#?}", b.problems);
+                if n == 1 {
+                    assert_eq!(b.route_reflector_cluster_id.as_deref(), Some("244.0.0.1"));
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}: want {want_peers} {want_kind} sessions Established: {bgp:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    wait_for_reflected_routes(&name, &pods);
+    assert_all_pairs_reach(&name, &pods, "through node-1 reflecting");
+    println!("took {:?}", start.elapsed());
+}
