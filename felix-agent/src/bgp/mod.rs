@@ -20,7 +20,9 @@
 pub mod advertise;
 pub mod installer;
 pub mod kernel_filter;
+pub mod peer_config;
 pub mod peers;
+mod plan;
 pub mod run;
 
 use std::sync::Mutex;
