@@ -229,10 +229,11 @@ fn gtsm_with_bird_establishes_and_our_default_ttl_1_is_dropped_by_its_min_ttl() 
         counter(&nb2, "TCPMinTTLDrop") > 0,
         "BIRD's kernel never dropped a TTL-1 segment of ours"
     );
-    // No assertion on `nb`'s own drop counter: segments the kernel sends for no socket (the
-    // RST answering a collision loser's late segment) leave with the namespace's default TTL
-    // and BIRD drops them, as it should; the GTSM sessions above are Established and carried
-    // routes, which is the claim. (Seen: 8 such drops in one CI run under load, 0 in others.)
+    // No assertion on `nb`'s own drop counter: segments our kernel sends outside a socket
+    // with our TTL (an RST for a connection already closed, say, after a collision) leave
+    // with the namespace's default TTL and BIRD rightly drops them. The GTSM sessions above
+    // are Established and carried routes, which is the claim. (8 drops in one CI run under
+    // load, 0 in the others; which segments they were was not captured.)
     drop(node);
 }
 
