@@ -21,6 +21,7 @@
 pub mod compile;
 pub mod ir;
 pub mod model;
+pub mod render;
 pub mod trace;
 
 pub use compile::{compile_network_policy, CompileError};
