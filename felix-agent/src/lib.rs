@@ -13,4 +13,6 @@ pub mod dataplane;
 pub mod endpoints;
 pub mod health;
 pub mod metrics;
+pub mod policy;
 pub mod register;
+pub mod watch_cache;

@@ -62,6 +62,10 @@ struct Args {
     /// BGPPeers), this node's blocks advertised, learned routes installed (protocol 81).
     #[arg(long, env = "TRELLIS_BGP")]
     bgp: bool,
+    /// Enforce NetworkPolicy (nftables, `table inet trellis`). Off by default while the
+    /// conformance suite is being completed.
+    #[arg(long, env = "TRELLIS_POLICY")]
+    policy: bool,
     /// Seconds between full re-reads of the kernel state the agent owns.
     #[arg(long, default_value_t = 90)]
     resync_seconds: u64,
@@ -162,6 +166,20 @@ async fn main() -> anyhow::Result<()> {
             dataplane::run::run(ds, config, &mut nl, &nft, metrics, status).await;
         }))
     };
+    let policy_task = if args.policy && !args.no_dataplane {
+        let config = trellis_agent::policy::run::PolicyConfig {
+            node_name: node.clone(),
+        };
+        let (ds, status) = (ds.clone(), dataplane_status.clone());
+        Some(tokio::spawn(trellis_agent::policy::run::run(
+            ds,
+            config,
+            dataplane::nat::NftCommand::new(),
+            status,
+        )))
+    } else {
+        None
+    };
     let bgp_status = Arc::new(trellis_agent::bgp::BgpStatusCell::default());
     let bgp_task = if args.bgp && !args.no_dataplane {
         let config = trellis_agent::bgp::run::BgpAgentConfig {
@@ -220,6 +238,10 @@ async fn main() -> anyhow::Result<()> {
     // Dropping the speaker closes its sessions without a NOTIFICATION: peers keep our routes
     // as stale for the restart time (graceful restart), so a restart is not an outage.
     if let Some(t) = bgp_task {
+        t.abort();
+    }
+    // Policy stays in the kernel: a restarted agent replaces it in one transaction.
+    if let Some(t) = policy_task {
         t.abort();
     }
     if let Some(t) = metrics_task {

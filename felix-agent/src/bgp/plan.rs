@@ -2,18 +2,19 @@
 //! address, cluster id), whom it peers with, what it originates, and which learned routes go to
 //! the kernel. Pure, given the watched objects.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use trellis_bgp_speaker::speaker::LocalRoute;
+use trellis_datastore::keys;
 use trellis_datastore::resources::bgp::{BgpConfigurationSpec, BindMode};
 use trellis_datastore::resources::{
     BgpPeerSpec, EncapMode, IpPoolSpec, IpamBlockSpec, Node, NodeSpec,
 };
-use trellis_datastore::watcher::WatcherEvent;
-use trellis_datastore::{codec, keys, KeyValue, WatchEvent};
+
+use crate::watch_cache::WatchCache;
 
 use super::advertise::desired_originations;
 use super::kernel_filter::KernelFilter;
@@ -62,56 +63,8 @@ pub(super) struct Plan {
     pub(super) filter: KernelFilter,
 }
 
-/// The raw objects under each watched prefix.
-#[derive(Debug, Default)]
-pub(super) struct Cache {
-    items: BTreeMap<String, KeyValue>,
-    synced: BTreeSet<&'static str>,
-}
-
-impl Cache {
-    pub(super) fn on_event(&mut self, prefix: &'static str, ev: WatcherEvent) {
-        match ev {
-            WatcherEvent::Synced { items, .. } | WatcherEvent::Resynced { items, .. } => {
-                self.synced.insert(prefix);
-                self.items.retain(|k, _| !k.starts_with(prefix));
-                self.items
-                    .extend(items.into_iter().map(|kv| (kv.key.clone(), kv)));
-            }
-            WatcherEvent::Changed(WatchEvent::Put(kv)) => {
-                self.items.insert(kv.key.clone(), kv);
-            }
-            WatcherEvent::Changed(WatchEvent::Delete { key, .. }) => {
-                self.items.remove(&key);
-            }
-        }
-    }
-
-    pub(super) fn in_sync(&self) -> bool {
-        self.synced.len() == PREFIXES.len()
-    }
-
-    /// Decoded objects under `prefix`; undecodable ones are logged and skipped.
-    fn objects<S: trellis_datastore::Spec>(
-        &self,
-        prefix: &str,
-    ) -> Vec<(String, trellis_datastore::Object<S>)> {
-        self.items
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(k, kv)| match codec::decode_object::<S>(kv) {
-                Ok(v) => Some((k.clone(), v.value)),
-                Err(e) => {
-                    tracing::warn!(key = %k, error = %e, "skipping an undecodable object");
-                    None
-                }
-            })
-            .collect()
-    }
-}
-
 /// The effective BGPConfiguration of `me`: `default` overlaid with `node.ME`.
-fn effective_config(cache: &Cache, me: &str) -> BgpConfigurationSpec {
+fn effective_config(cache: &WatchCache, me: &str) -> BgpConfigurationSpec {
     let all = cache.objects::<BgpConfigurationSpec>(keys::BGP_CONFIG);
     let find = |key: String| {
         all.iter()
@@ -125,7 +78,7 @@ fn effective_config(cache: &Cache, me: &str) -> BgpConfigurationSpec {
     }
 }
 
-pub(super) fn plan(cache: &Cache, cfg: &BgpAgentConfig) -> Option<Plan> {
+pub(super) fn plan(cache: &WatchCache, cfg: &BgpAgentConfig) -> Option<Plan> {
     let me = cfg.node_name.as_str();
     let bgp_cfg = effective_config(cache, me);
     let nodes: BTreeMap<String, Node> = cache

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::stream::{select_all, StreamExt};
+use futures::stream::StreamExt;
 use ipnet::IpNet;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -15,15 +15,15 @@ use trellis_bgp_speaker::kernel::{KernelSync, KernelSyncConfig, RouteTable, RtNe
 use trellis_bgp_speaker::speaker::{
     GracefulRestart, LocalRoute, PeerConfig, PeerStatus, RouteEvent, Speaker, SpeakerConfig,
 };
-use trellis_datastore::watcher::Watcher;
 use trellis_datastore::Datastore;
 
 use super::installer::Installer;
 use super::peer_config::peer_config;
 use super::peers::DesiredPeer;
 pub use super::plan::BgpAgentConfig;
-use super::plan::{plan, Cache, Plan, Settings, PREFIXES};
+use super::plan::{plan, Plan, Settings, PREFIXES};
 use super::BgpStatusCell;
+use crate::watch_cache::WatchCache;
 
 /// A running speaker and what it was told.
 #[derive(Debug)]
@@ -55,13 +55,8 @@ pub async fn run(
         "BGP: routes of a previous run kept until peers resend theirs"
     );
     let mut installer = Installer::new(KernelSync::new(kernel)?, adopted);
-    let mut events = select_all(PREFIXES.map(|p| {
-        Watcher::new(ds.clone(), p)
-            .into_stream()
-            .map(move |e| (p, e))
-            .boxed()
-    }));
-    let mut cache = Cache::default();
+    let mut cache = WatchCache::new(&PREFIXES);
+    let mut events = cache.watch(ds.clone());
     let mut dirty = false;
     let mut running: Option<Running> = None;
     let mut routes: Option<UnboundedReceiver<RouteEvent>> = None;
