@@ -139,7 +139,12 @@ fn probe_ipip() -> anyhow::Result<()> {
 }
 
 /// Starts `program args` inside `netns`, detached from this process, logging to `log`.
-fn spawn_daemon(netns: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
+pub fn spawn_daemon(
+    netns: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -655,7 +660,7 @@ pub fn restart_agent(lab: &mut LabState, node: &str, hard: bool) -> anyhow::Resu
     )
 }
 
-fn kill(pid: u32) {
+pub fn kill(pid: u32) {
     if pid == 0 {
         return;
     }
@@ -689,6 +694,9 @@ pub fn down(lab: &LabState) -> anyhow::Result<()> {
     kill(lab.etcd_pid);
     kill(lab.bird_pid);
     kill(lab.rr_pid);
+    for p in &lab.pods {
+        kill(p.server_pid);
+    }
     std::thread::sleep(Duration::from_millis(200));
     for p in &lab.pods {
         remove_netns(&p.netns);

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod pods;
+mod probe;
 mod rr;
 mod sh;
 mod state;
@@ -91,6 +92,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Connectivity probes, run inside a pod (`trellis-lab pod exec NAME NS/POD -- trellis-lab
+    /// probe connect ...`); `pod serve` starts `probe serve` in a pod for the lab's life.
+    Probe {
+        #[command(subcommand)]
+        command: probe::ProbeCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +114,18 @@ enum PodCmd {
     Del {
         name: String,
         pod: String,
+    },
+    /// Start `trellis-lab probe serve` in a pod, in the background until `pod del` or `down`
+    /// (replacing one already running); prints what it serves (and an SCTP port it cannot).
+    Serve {
+        name: String,
+        pod: String,
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        sctp: Vec<u16>,
     },
     /// Run a command in a pod: `trellis-lab pod exec NAME NS/POD -- ping -c1 10.244.1.2`.
     Exec {
@@ -214,6 +233,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             PodCmd::Del { name, pod } => pods::del(&mut LabState::load(&name)?, &pod)?,
+            PodCmd::Serve {
+                name,
+                pod,
+                tcp,
+                udp,
+                sctp,
+            } => {
+                let ports = pods::ServePorts { tcp, udp, sctp };
+                print!(
+                    "{}",
+                    pods::serve(&mut LabState::load(&name)?, &pod, &ports)?
+                );
+            }
             PodCmd::Exec { name, pod, cmd } => {
                 return exec_in(&pods::netns_of(&LabState::load(&name)?, &pod)?, &cmd)
             }
@@ -250,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd.extend(args);
             return exec_in(&lab.underlay_netns, &cmd);
         }
+        Cmd::Probe { command } => return probe::run(command),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::cluster::binary;
+use crate::cluster::{binary, kill, spawn_daemon};
 use crate::sh;
 use crate::state::{LabState, PodState, NETNS_PREFIX};
 
@@ -89,6 +89,7 @@ pub fn add(
         container_id: container_id(ns, name),
         ips: Vec::new(),
         labels,
+        server_pid: 0,
     };
     match cni(lab, &p, "ADD") {
         Ok(result) => {
@@ -115,6 +116,7 @@ pub fn add(
 pub fn del(lab: &mut LabState, pod: &str) -> anyhow::Result<()> {
     let (ns, name) = split(pod)?;
     let p = lab.pod(ns, name)?.clone();
+    kill(p.server_pid);
     cni(lab, &p, "DEL")?;
     sh::run("ip", &["netns", "del", &p.netns])?;
     lab.pods.retain(|x| !(x.namespace == ns && x.name == name));
@@ -124,4 +126,92 @@ pub fn del(lab: &mut LabState, pod: &str) -> anyhow::Result<()> {
 pub fn netns_of(lab: &LabState, pod: &str) -> anyhow::Result<String> {
     let (ns, name) = split(pod)?;
     Ok(lab.pod(ns, name)?.netns.clone())
+}
+
+/// The ports `pod serve` serves.
+#[derive(Debug, Clone, Default)]
+pub struct ServePorts {
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
+    pub sctp: Vec<u16>,
+}
+
+fn port_list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts `trellis-lab probe serve --name NS/POD` in the pod as a daemon (killed by `pod del`,
+/// `down` and `cleanup`), replacing one already running; returns what it printed up to
+/// [`crate::probe::READY`]: a line per port, including SCTP ports the kernel cannot serve.
+pub fn serve(lab: &mut LabState, pod: &str, ports: &ServePorts) -> anyhow::Result<String> {
+    let (ns, name) = split(pod)?;
+    let p = lab.pod(ns, name)?.clone();
+    if p.server_pid != 0 {
+        // The old server must let go of its ports before the new one binds them.
+        kill(p.server_pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while alive(p.server_pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let log = crate::state::dir(&lab.name).join(format!("serve-{ns}-{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let mut args = vec![
+        "probe".to_string(),
+        "serve".into(),
+        "--name".into(),
+        pod.into(),
+    ];
+    for (flag, list) in [
+        ("--tcp", &ports.tcp),
+        ("--udp", &ports.udp),
+        ("--sctp", &ports.sctp),
+    ] {
+        if !list.is_empty() {
+            args.extend([flag.to_string(), port_list(list)]);
+        }
+    }
+    let exe = std::env::current_exe().context("locating trellis-lab")?;
+    let pid = spawn_daemon(&p.netns, &exe, &args, &log)?;
+    if let Some(p) = lab
+        .pods
+        .iter_mut()
+        .find(|x| x.namespace == ns && x.name == name)
+    {
+        p.server_pid = pid;
+    }
+    lab.save()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(head) = out
+            .lines()
+            .position(|l| l == crate::probe::READY)
+            .map(|n| out.lines().take(n).collect::<Vec<_>>())
+        {
+            return Ok(head.iter().map(|l| format!("{pod} {l}\n")).collect());
+        }
+        // Exited early: a port taken, say.
+        if !alive(pid) || std::time::Instant::now() > deadline {
+            bail!(
+                "probe server in {pod} not ready ({}): {}",
+                log.display(),
+                out.trim()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie: a server that exited before this
+/// command reaped it).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(") ")?.1.starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
 }

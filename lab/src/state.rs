@@ -35,6 +35,9 @@ pub struct PodState {
     pub ips: Vec<String>,
     #[serde(default)]
     pub labels: Vec<(String, String)>,
+    /// `trellis-lab probe serve` started by `pod serve` (0: none).
+    #[serde(default)]
+    pub server_pid: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

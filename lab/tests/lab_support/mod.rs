@@ -55,6 +55,7 @@ pub fn ok(args: &[&str]) -> String {
 }
 
 /// Tears the lab down even when an assertion fails.
+#[derive(Debug)]
 pub struct Lab(pub String);
 
 impl Drop for Lab {
