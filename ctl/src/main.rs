@@ -5,6 +5,7 @@ mod apply;
 mod get;
 mod ipam_cmd;
 mod kinds;
+mod label;
 mod node_status;
 mod table;
 
@@ -76,6 +77,15 @@ enum Command {
         /// Delete an IP pool even though addresses in it are still allocated.
         #[arg(long)]
         force: bool,
+    },
+    /// Set (KEY=VALUE) or remove (KEY-) labels of a pod, as policy selectors see them.
+    Label {
+        /// `pod`: the pod's workload endpoints.
+        kind: String,
+        /// NAMESPACE/POD
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
     },
     /// This node's agent and BGP sessions (from the agent's socket, not the datastore).
     Node {
@@ -214,6 +224,27 @@ async fn run_with_datastore(connect: &ConnectArgs, command: Command) -> anyhow::
         Command::Node {
             command: NodeCommand::Status { socket, json },
         } => return node_status(&socket, json).await,
+        Command::Label {
+            kind,
+            name,
+            changes,
+        } => {
+            if !matches!(kind.as_str(), "pod" | "pods" | "po") {
+                anyhow::bail!("label: only pods can be labelled here, got kind {kind:?}");
+            }
+            let (ns, pod) = name
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("label: {name:?} is not NAMESPACE/POD"))?;
+            let changes = changes
+                .iter()
+                .map(|c| label::parse_change(c))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let n = label::label_pod(ds, ns, pod, &changes).await?;
+            println!(
+                "pod {ns}/{pod} labelled ({n} endpoint{})",
+                if n == 1 { "" } else { "s" }
+            );
+        }
         Command::Ipam { command } => match command {
             IpamCommand::Show { show_blocks } => {
                 print!("{}", ipam_cmd::show(ds, show_blocks).await?)
