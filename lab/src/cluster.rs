@@ -208,6 +208,8 @@ pub struct UpArgs {
     pub bgp: bool,
     /// The underlay namespace runs a route reflector for the nodes instead of the mesh.
     pub route_reflector: Option<Reflector>,
+    /// Agents enforce NetworkPolicy.
+    pub policy: bool,
     pub bin_dir: PathBuf,
 }
 
@@ -309,6 +311,7 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         subnets: a.subnets,
         encap: a.encap,
         bgp: a.bgp,
+        policy: a.policy,
         bird_pid: 0,
         reflector: a.route_reflector,
         rr_pid: 0,
@@ -622,6 +625,9 @@ fn start_agent(lab: &LabState, agent: &Path, node: &NodeState) -> anyhow::Result
     if lab.bgp {
         args.push("--bgp".into());
     }
+    if lab.policy {
+        args.push("--policy".into());
+    }
     let log = state::dir(&lab.name).join(&node.name).join("agent.log");
     // The log is appended to: a restarted agent's lines follow the previous one's.
     spawn_daemon(&node.netns, agent, &args, &log)
@@ -739,6 +745,7 @@ mod tests {
             dual_stack: false,
             bgp: false,
             route_reflector: None,
+            policy: false,
             bin_dir: PathBuf::new(),
         }
     }

@@ -59,6 +59,10 @@ enum Cmd {
         /// instead of the node-to-node mesh.
         #[arg(long, value_enum)]
         route_reflector: Option<rr::Reflector>,
+        /// Agents enforce NetworkPolicy (`trellis-agent --policy`): label pods with
+        /// `pod add --labels`, add Namespace and NetworkPolicy objects with `ctl -- apply`.
+        #[arg(long)]
+        policy: bool,
         /// Where trellis, trellis-agent and trellisctl are (default: next to trellis-lab).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -174,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dual_stack,
             bgp,
             route_reflector,
+            policy,
             bin_dir,
         } => {
             let bin_dir = match bin_dir {
@@ -191,6 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dual_stack,
                 bgp,
                 route_reflector,
+                policy,
                 bin_dir,
             };
             match cluster::up(&args) {

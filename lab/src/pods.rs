@@ -108,9 +108,38 @@ pub fn add(
             return Err(e);
         }
     }
+    if !p.labels.is_empty() {
+        // The orchestrator's part: the pod's labels on its workload endpoint, where policy
+        // selectors look. A failure leaves no half-labelled pod behind.
+        if let Err(e) = label(lab, &p) {
+            let _ = cni(lab, &p, "DEL");
+            let _ = sh::run("ip", &["netns", "del", &netns]);
+            return Err(e);
+        }
+    }
     lab.pods.push(p.clone());
     lab.save()?;
     Ok(p)
+}
+
+/// `trellisctl label pod NS/POD k=v...` against the lab's datastore.
+fn label(lab: &LabState, p: &PodState) -> anyhow::Result<()> {
+    let ctl = crate::cluster::binary(&lab.bin_dir, "trellisctl")?;
+    let pod = format!("{}/{}", p.namespace, p.name);
+    let kvs: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args = vec![
+        "netns",
+        "exec",
+        lab.underlay_netns.as_str(),
+        ctl.to_str().unwrap_or("trellisctl"),
+        "--etcd-endpoints",
+        "http://127.0.0.1:2379",
+        "label",
+        "pod",
+        pod.as_str(),
+    ];
+    args.extend(kvs.iter().map(String::as_str));
+    sh::run("ip", &args).map(|_| ())
 }
 
 pub fn del(lab: &mut LabState, pod: &str) -> anyhow::Result<()> {

@@ -55,6 +55,9 @@ pub struct LabState {
     /// Agents run `--bgp`.
     #[serde(default)]
     pub bgp: bool,
+    /// Agents enforce NetworkPolicy (`--policy`).
+    #[serde(default)]
+    pub policy: bool,
     /// BIRD, the BGP ToR router of a `--bgp` lab with two subnets or the route reflector of a
     /// `--route-reflector bird` one (0: none).
     #[serde(default)]

@@ -6,6 +6,7 @@
 mod lab_support;
 mod netpol_support;
 
+use lab_support::ok;
 use netpol_support::{assert_matches, check, render, NetpolLab, Port, Reachability};
 
 #[test]
@@ -36,6 +37,55 @@ fn without_policies_every_pod_reaches_every_pod_on_every_port() {
         message.contains("162 of 162 probes not as expected") && message.contains(" refused "),
         "{message}"
     );
+}
+
+const CONVERGE: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn policy(name: &str, ns: &str, spec: &str) -> String {
+    format!(
+        "---\nkind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+/// The first cases of the Kubernetes netpol e2e suite, enforced by the agents (`--policy`) and
+/// probed with real connections: default deny, a stacked allow by namespace selector and
+/// port, a pod relabel, and deletion.
+#[test]
+fn policies_are_enforced_with_real_packets() {
+    let lab = NetpolLab::up();
+    let ports = [Port::tcp(80), Port::udp(81)];
+    // Default deny ingress in x.
+    lab.apply(&policy("deny-all", "x", "{podSelector: {}}"));
+    let mut deny_x = lab.reachability(&ports, true);
+    deny_x.expect_to("x/*", false).allow_loopback();
+    lab.assert_converges(&deny_x, CONVERGE);
+    // Stacked: x/a also admits namespace y, on TCP 80 only.
+    lab.apply(&policy(
+        "a-from-y",
+        "x",
+        "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: 80}]}]}",
+    ));
+    let mut from_y = deny_x.clone();
+    from_y.on(Port::tcp(80)).expect("y/*", "x/a", true);
+    lab.assert_converges(&from_y, CONVERGE);
+    // A pod relabel: x/b admits pods labelled role=client in any namespace; none is, until
+    // z/c gets the label.
+    lab.apply(&policy(
+        "b-from-clients",
+        "x",
+        "{podSelector: {matchLabels: {pod: b}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]}]}",
+    ));
+    lab.assert_converges(&from_y, CONVERGE);
+    ok(&["ctl", &lab.name, "--", "label", "pod", "z/c", "role=client"]);
+    let mut client = from_y.clone();
+    client.expect("z/c", "x/b", true);
+    lab.assert_converges(&client, CONVERGE);
+    // Deleting the policies one by one undoes each.
+    lab.delete_policy("x", "b-from-clients");
+    lab.delete_policy("x", "a-from-y");
+    lab.assert_converges(&deny_x, CONVERGE);
+    lab.delete_policy("x", "deny-all");
+    lab.assert_converges(&lab.reachability(&ports, true), CONVERGE);
 }
 
 fn pods() -> Vec<String> {

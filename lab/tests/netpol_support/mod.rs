@@ -380,7 +380,9 @@ impl NetpolLab {
         require_root_and_binaries("the lab creates network namespaces");
         let name = format!("np{}", std::process::id() % 100_000);
         let guard = Lab(name.clone());
-        ok(&["up", "--name", &name, "--nodes", "3", "--encap", "vxlan"]);
+        ok(&[
+            "up", "--name", &name, "--nodes", "3", "--encap", "vxlan", "--policy",
+        ]);
         let mut lab = NetpolLab {
             name: name.clone(),
             pods: Vec::new(),
@@ -454,6 +456,34 @@ impl NetpolLab {
             path.to_str().unwrap(),
         ]);
         let _ = std::fs::remove_file(path);
+    }
+
+    /// `trellisctl delete networkpolicy NAME -n NS`.
+    pub fn delete_policy(&self, ns: &str, name: &str) {
+        ok(&[
+            "ctl",
+            &self.name,
+            "--",
+            "delete",
+            "networkpolicy",
+            name,
+            "-n",
+            ns,
+        ]);
+    }
+
+    /// Probes until the table is `expected` (the agents apply policy asynchronously) or
+    /// `within` has passed; then asserts, printing the full tables on a mismatch.
+    pub fn assert_converges(&self, expected: &Reachability, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let actual = self.probe(expected.ports());
+            if check(expected, &actual).is_ok() || Instant::now() > deadline {
+                assert_matches(expected, &actual);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Probes every ordered pod pair (a pod to itself included) on every port with real
