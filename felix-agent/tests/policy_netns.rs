@@ -192,6 +192,27 @@ async fn the_manager_enforces_updates_and_removes_policy_with_real_packets() {
     )
     .await;
     check(false, "only pod=c may reach b").await;
+    // A restart never leaves the node without policy: the stopped manager's table stays, and
+    // the new one adopts it (its first transaction changes nothing that matters).
+    manager.abort();
+    let _ = manager.await;
+    let before = must_in_ns(&node, &["nft", "list", "table", "inet", "trellis"]);
+    check(false, "with the manager stopped, the policy still holds").await;
+    let manager = tokio::spawn(run(
+        ds.clone(),
+        PolicyConfig {
+            node_name: "node-1".into(),
+        },
+        NftCommand::in_netns(node.clone()),
+        status.clone(),
+    ));
+    check(false, "after the restart, still refused").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = must_in_ns(&node, &["nft", "list", "table", "inet", "trellis"]);
+    assert_eq!(
+        before, after,
+        "the restarted manager rebuilt the same table"
+    );
     // a relabelled pod=c: admitted, by a set element change.
     put(
         ds.as_ref(),
@@ -219,10 +240,23 @@ async fn the_manager_enforces_updates_and_removes_policy_with_real_packets() {
     ip(&format!("-n {a} addr add 10.244.1.99/32 dev eth0"));
     ip(&format!("-n {node} route add 10.244.1.99/32 dev trlxa0"));
     for conf in ["all", "trlxa0"] {
-        must_in_ns(&node, &["sysctl", "-qw", &format!("net.ipv4.conf.{conf}.rp_filter=0")]);
+        must_in_ns(
+            &node,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{conf}.rp_filter=0"),
+            ],
+        );
     }
-    let (spoofed, _) = in_ns(&a, &["ping", "-c2", "-W1", "-I", "10.244.1.99", "10.244.1.3"]);
-    assert!(!spoofed, "a packet with an address that is not a's left its veth");
+    let (spoofed, _) = in_ns(
+        &a,
+        &["ping", "-c2", "-W1", "-I", "10.244.1.99", "10.244.1.3"],
+    );
+    assert!(
+        !spoofed,
+        "a packet with an address that is not a's left its veth"
+    );
     assert!(status.problems().is_empty(), "{:?}", status.problems());
     manager.abort();
 }
