@@ -68,12 +68,11 @@ pub fn compile_network_policy(
             let field = format!("spec.{path}[{index}]");
             let peers_key = if path == "ingress" { "from" } else { "to" };
             compiled.push(CompiledRule {
-                index,
-                action: Action::Allow,
                 peers: compile_peers(peers, peers_key, &namespace, model)
                     .map_err(|(f, r)| err(format!("{field}.{f}"), r))?,
                 ports: compile_ports(ports, model)
                     .map_err(|(f, r)| err(format!("{field}.{f}"), r))?,
+                ..CompiledRule::any(index, Action::Allow)
             });
         }
         Ok(PolicyDirection {
@@ -209,10 +208,13 @@ fn compile_ports(
 }
 
 /// Every endpoint's number for `name`/`proto`, where it has one.
-fn resolve_named(name: &str, proto: Proto, model: &Model) -> BTreeMap<EndpointKey, u16> {
+pub(crate) fn resolve_named(name: &str, proto: Proto, model: &Model) -> BTreeMap<EndpointKey, u16> {
     model
         .endpoints
         .values()
         .filter_map(|e| e.named_port(name, proto).map(|n| (e.key.clone(), n)))
         .collect()
 }
+
+mod global;
+pub use global::compile_global_policy;

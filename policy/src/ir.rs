@@ -112,6 +112,9 @@ pub struct PolicyDirection {
     pub rules: Vec<CompiledRule>,
 }
 
+/// One rule: every match present must hold (the NetworkPolicy ones, `peers` and `ports`, and
+/// the GlobalNetworkPolicy ones after them; a compiler fills one group and leaves the other
+/// empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledRule {
     /// Position in the policy's rules of this direction (for traces).
@@ -119,8 +122,91 @@ pub struct CompiledRule {
     pub action: Action,
     /// The other end of the connection; `None` matches anything.
     pub peers: Option<Peers>,
-    /// `None` matches every protocol and port.
+    /// Destination ports (alternatives); `None` matches every protocol and port.
     pub ports: Option<Vec<PortMatch>>,
+    /// Only packets of this IP family.
+    pub ip_version: Option<IpFamily>,
+    pub protocol: Option<Proto>,
+    pub not_protocol: Option<Proto>,
+    pub icmp: Option<IcmpMatch>,
+    pub not_icmp: Option<IcmpMatch>,
+    /// The sending end: its address, and its (source) port.
+    pub source: EntityMatch,
+    /// The receiving end: its address, and its (destination) port.
+    pub destination: EntityMatch,
+}
+
+impl CompiledRule {
+    /// A rule matching every packet, to fill in.
+    pub fn any(index: usize, action: Action) -> Self {
+        CompiledRule {
+            index,
+            action,
+            peers: None,
+            ports: None,
+            ip_version: None,
+            protocol: None,
+            not_protocol: None,
+            icmp: None,
+            not_icmp: None,
+            source: EntityMatch::default(),
+            destination: EntityMatch::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub fn of(ip: IpAddr) -> Self {
+        if ip.is_ipv4() {
+            IpFamily::V4
+        } else {
+            IpFamily::V6
+        }
+    }
+}
+
+/// ICMP (or ICMPv6, by `family`) type, and code when given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpMatch {
+    pub family: IpFamily,
+    pub icmp_type: u8,
+    pub code: Option<u8>,
+}
+
+impl IcmpMatch {
+    pub fn matches(&self, icmp_type: u8, code: u8) -> bool {
+        self.icmp_type == icmp_type && self.code.is_none_or(|c| c == code)
+    }
+}
+
+/// One end of a connection (Calico's `EntityRule`): every part present must hold. The positive
+/// parts are `None` when absent; the negated ones are absent when `None` or empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityMatch {
+    /// The address belongs to one of these endpoints (`selector`, `namespaceSelector`).
+    pub endpoints: Option<BTreeSet<EndpointKey>>,
+    /// The address belongs to none of these (`notSelector`; kept when empty: pods may join).
+    pub not_endpoints: Option<BTreeSet<EndpointKey>>,
+    /// The address is in one of these (`nets`).
+    pub nets: Option<Vec<IpNet>>,
+    /// The address is in none of these (`notNets`).
+    pub not_nets: Vec<IpNet>,
+    /// This end's port is one of these (`ports`); named ports resolve on this end's endpoint.
+    pub ports: Option<Vec<PortMatch>>,
+    /// This end's port is none of these (`notPorts`).
+    pub not_ports: Vec<PortMatch>,
+}
+
+impl EntityMatch {
+    pub fn is_any(&self) -> bool {
+        *self == EntityMatch::default()
+    }
 }
 
 /// A union of endpoints and address blocks.
@@ -147,10 +233,10 @@ impl IpBlock {
 pub enum PortMatch {
     /// Every port (or no port) of one protocol.
     Protocol(Proto),
-    /// Destination ports `first..=last`.
+    /// Ports `first..=last` (destination ports, or the ports of the end it is matched on).
     Range { proto: Proto, first: u16, last: u16 },
-    /// A named container port, resolved on each destination endpoint that has it (and only
-    /// those: a destination without the name never matches).
+    /// A named container port, resolved on each endpoint that has it (and only those: an end
+    /// without the name never matches). The destination's, or the end it is matched on.
     Named {
         proto: Proto,
         name: String,

@@ -15,6 +15,9 @@
 //! Calico), then by name; the first rule that matches decides (Allow, Deny; Pass ends the
 //! evaluation and lets the namespace default, allow, decide; Log only records). If at least one
 //! policy applies and no rule matched, the packet is denied. If none applies, it is allowed.
+//! A rule matches when everything it names holds: for NetworkPolicies the peer and destination
+//! port, for GlobalNetworkPolicies also IP family, protocol and its negation, ICMP type/code,
+//! and source and destination entities (endpoints by selector, CIDRs, ports, each negatable).
 //! Ingress and egress are independent. Replies of allowed connections pass (conntrack), and
 //! traffic from a node to its own pods is always allowed.
 
@@ -22,9 +25,13 @@ pub mod compile;
 pub mod ir;
 pub mod model;
 pub mod render;
+pub mod resources;
 pub mod trace;
 
-pub use compile::{compile_network_policy, CompileError};
-pub use ir::{Action, CompiledPolicy, CompiledRule, Direction, Peers, PolicyId, PortMatch};
+pub use compile::{compile_global_policy, compile_network_policy, CompileError};
+pub use ir::{
+    Action, CompiledPolicy, CompiledRule, Direction, EntityMatch, IcmpMatch, IpFamily, Peers,
+    PolicyId, PortMatch,
+};
 pub use model::{Endpoint, EndpointKey, Model, NamedPort, Proto};
-pub use trace::{trace, Decision, Packet, Trace};
+pub use trace::{trace, trace_detailed, Decision, Packet, PacketDetail, Trace};

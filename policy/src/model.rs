@@ -84,6 +84,26 @@ impl From<trellis_datastore::resources::network_policy::Protocol> for Proto {
     }
 }
 
+impl Proto {
+    /// By number, named where it has a name (so `6` and `TCP` compare equal).
+    pub fn from_number(n: u8) -> Self {
+        match n {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            132 => Proto::Sctp,
+            1 => Proto::Icmp,
+            58 => Proto::IcmpV6,
+            n => Proto::Number(n),
+        }
+    }
+}
+
+impl From<trellis_datastore::resources::global_policy::IpProtocol> for Proto {
+    fn from(p: trellis_datastore::resources::global_policy::IpProtocol) -> Self {
+        Proto::from_number(p.number())
+    }
+}
+
 /// A named container port of an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NamedPort {

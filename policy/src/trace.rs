@@ -4,7 +4,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::ir::{Action, CompiledPolicy, CompiledRule, Direction, PolicyId, PortMatch};
+use crate::ir::{
+    Action, CompiledPolicy, CompiledRule, Direction, EntityMatch, IpFamily, PolicyId, PortMatch,
+};
 use crate::model::{Endpoint, Model, Proto};
 
 /// The first packet of a connection.
@@ -15,6 +17,16 @@ pub struct Packet {
     pub proto: Proto,
     /// Destination port (0 for protocols without ports).
     pub port: u16,
+}
+
+/// What a [`Packet`] leaves out, for GlobalNetworkPolicy rules that match on it. `None` is
+/// unknown, taken as a value no rule names: `ports`/`icmp` do not match it, `notPorts`/`notICMP`
+/// do (an ephemeral source port is what a client normally has).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketDetail {
+    pub sport: Option<u16>,
+    /// ICMP or ICMPv6 type and code.
+    pub icmp: Option<(u8, u8)>,
 }
 
 /// How one direction was decided.
@@ -89,8 +101,19 @@ impl Trace {
     }
 }
 
-/// Traces `pkt` through `policies` (in any order: they are sorted here).
+/// Traces `pkt` through `policies` (in any order: they are sorted here), its source port and
+/// ICMP fields unknown.
 pub fn trace(policies: &[CompiledPolicy], model: &Model, pkt: &Packet) -> Trace {
+    trace_detailed(policies, model, pkt, &PacketDetail::default())
+}
+
+/// [`trace`] with the source port and ICMP type and code known.
+pub fn trace_detailed(
+    policies: &[CompiledPolicy],
+    model: &Model,
+    pkt: &Packet,
+    detail: &PacketDetail,
+) -> Trace {
     let mut sorted: Vec<&CompiledPolicy> = policies.iter().collect();
     sorted.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     let src = model.endpoint_of(pkt.src);
@@ -111,25 +134,28 @@ pub fn trace(policies: &[CompiledPolicy], model: &Model, pkt: &Packet) -> Trace 
         ip: pkt.src,
         endpoint: src,
     };
-    let egress = src.map(|e| decide(&sorted, e, Direction::Egress, to, dst, pkt));
+    let ends = Ends {
+        from,
+        to,
+        pkt,
+        detail,
+    };
+    let egress = src.map(|e| decide(&sorted, e, Direction::Egress, &ends));
     let ingress = dst.map(|e| match model.host_of(pkt.src) {
         Some(node) if node == e.node => Decision::FromOwnNode {
             node: node.to_string(),
         },
-        _ => decide(&sorted, e, Direction::Ingress, from, dst, pkt),
+        _ => decide(&sorted, e, Direction::Ingress, &ends),
     });
     Trace { egress, ingress }
 }
 
-/// One direction for endpoint `me`; `peer` is the other end, `dst` the endpoint receiving the
-/// packet (for named ports).
+/// One direction for endpoint `me`.
 fn decide(
     sorted: &[&CompiledPolicy],
     me: &Endpoint,
     direction: Direction,
-    peer: Peer,
-    dst: Option<&Endpoint>,
-    pkt: &Packet,
+    ends: &Ends,
 ) -> Decision {
     let mut applying = Vec::new();
     for p in sorted {
@@ -141,7 +167,7 @@ fn decide(
         }
         applying.push(p.id.clone());
         for rule in &d.rules {
-            if !rule_matches(rule, peer, dst, pkt) {
+            if !rule_matches(rule, direction, ends) {
                 continue;
             }
             match rule.action {
@@ -171,7 +197,33 @@ struct Peer<'a> {
     endpoint: Option<&'a Endpoint>,
 }
 
-fn rule_matches(rule: &CompiledRule, peer: Peer, dst: Option<&Endpoint>, pkt: &Packet) -> bool {
+/// Both ends of the packet being traced.
+struct Ends<'a> {
+    from: Peer<'a>,
+    to: Peer<'a>,
+    pkt: &'a Packet,
+    detail: &'a PacketDetail,
+}
+
+fn rule_matches(rule: &CompiledRule, direction: Direction, ends: &Ends) -> bool {
+    let (pkt, dst) = (ends.pkt, ends.to.endpoint);
+    let peer = match direction {
+        Direction::Ingress => ends.from,
+        Direction::Egress => ends.to,
+    };
+    let proto = pkt.proto.number();
+    let icmp_is = |m: &crate::ir::IcmpMatch| {
+        ends.detail
+            .icmp
+            .is_some_and(|(t, c)| IpFamily::of(pkt.src) == m.family && m.matches(t, c))
+    };
+    let global_ok = rule.ip_version.is_none_or(|v| v == IpFamily::of(pkt.src))
+        && rule.protocol.is_none_or(|p| p.number() == proto)
+        && rule.not_protocol.is_none_or(|p| p.number() != proto)
+        && rule.icmp.as_ref().is_none_or(icmp_is)
+        && rule.not_icmp.as_ref().is_none_or(|m| !icmp_is(m))
+        && entity_matches(&rule.source, ends.from, ends.detail.sport, pkt.proto)
+        && entity_matches(&rule.destination, ends.to, Some(pkt.port), pkt.proto);
     let peer_ok = rule.peers.as_ref().is_none_or(|p| {
         p.blocks.iter().any(|b| b.contains(peer.ip))
             || peer.endpoint.is_some_and(|e| p.endpoints.contains(&e.key))
@@ -180,7 +232,40 @@ fn rule_matches(rule: &CompiledRule, peer: Peer, dst: Option<&Endpoint>, pkt: &P
         .ports
         .as_ref()
         .is_none_or(|ports| ports.iter().any(|m| port_matches(m, dst, pkt)));
-    peer_ok && port_ok
+    global_ok && peer_ok && port_ok
+}
+
+/// One end against an entity match; `port` is that end's port (`None`: unknown).
+fn entity_matches(m: &EntityMatch, end: Peer, port: Option<u16>, proto: Proto) -> bool {
+    let in_set =
+        |set: &std::collections::BTreeSet<_>| end.endpoint.is_some_and(|e| set.contains(&e.key));
+    let in_nets = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&end.ip));
+    let port_is =
+        |pm: &PortMatch| port.is_some_and(|n| end_port_matches(pm, end.endpoint, proto, n));
+    m.endpoints.as_ref().is_none_or(in_set)
+        && !m.not_endpoints.as_ref().is_some_and(in_set)
+        && m.nets.as_deref().is_none_or(in_nets)
+        && !in_nets(&m.not_nets)
+        && m.ports.as_ref().is_none_or(|ps| ps.iter().any(port_is))
+        && !m.not_ports.iter().any(port_is)
+}
+
+/// A port match on the end holding `endpoint` (named ports resolve there).
+fn end_port_matches(m: &PortMatch, endpoint: Option<&Endpoint>, proto: Proto, port: u16) -> bool {
+    match m {
+        PortMatch::Protocol(p) => p.number() == proto.number(),
+        PortMatch::Range {
+            proto: p,
+            first,
+            last,
+        } => p.number() == proto.number() && (*first..=*last).contains(&port),
+        PortMatch::Named {
+            proto: p, resolved, ..
+        } => {
+            p.number() == proto.number()
+                && endpoint.is_some_and(|e| resolved.get(&e.key) == Some(&port))
+        }
+    }
 }
 
 fn port_matches(m: &PortMatch, dst: Option<&Endpoint>, pkt: &Packet) -> bool {

@@ -7,7 +7,8 @@ use std::process::Command;
 use trellis_datastore::resources::{parse_documents, AnyResource};
 use trellis_policy::render::{block_ranges, render_node};
 use trellis_policy::{
-    compile_network_policy, CompiledPolicy, Endpoint, EndpointKey, Model, NamedPort, Proto,
+    compile_global_policy, compile_network_policy, CompiledPolicy, Endpoint, EndpointKey, Model,
+    NamedPort, Proto,
 };
 
 fn model() -> Model {
@@ -41,6 +42,10 @@ fn compile(yaml: &str, m: &Model) -> Vec<CompiledPolicy> {
         .into_iter()
         .map(|r| match r {
             AnyResource::NetworkPolicy(np) => compile_network_policy(&np, m).unwrap(),
+            AnyResource::GlobalNetworkPolicy(p) => {
+                p.validate().unwrap();
+                compile_global_policy(&p, m).unwrap()
+            }
             other => panic!("{}", other.kind()),
         })
         .collect()
@@ -70,6 +75,55 @@ spec:
   policyTypes: [Egress]
 ";
 
+/// Every GlobalNetworkPolicy match, and every action.
+const GLOBAL_POLICIES: &str = "
+kind: GlobalNetworkPolicy
+apiVersion: trellis.dev/v1
+metadata: {name: platform}
+spec:
+  order: 100
+  namespaceSelector: ns == 'x'
+  types: [Ingress, Egress]
+  ingress:
+  - action: Log
+    protocol: TCP
+    source: {notNets: [10.0.0.0/8], ports: ['1024:65535']}
+  - action: Deny
+    protocol: TCP
+    destination: {notPorts: [22, '8000:8100', web]}
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [443, web]}
+    source: {selector: pod == 'a', namespaceSelector: ns == 'y', nets: [10.244.2.0/24]}
+  - action: Pass
+    ipVersion: 6
+    notProtocol: UDP
+    source: {notSelector: pod == 'b'}
+  - action: Allow
+    protocol: ICMP
+    icmp: {type: 8, code: 0}
+  - action: Allow
+    protocol: ICMPv6
+    notICMP: {type: 1, code: 3}
+  - action: Allow
+    protocol: 47
+  egress:
+  - action: Deny
+    destination: {nets: ['fd00:244::2:0/112']}
+  - action: Allow
+    protocol: UDP
+    source: {notPorts: [53]}
+    destination: {ports: [53]}
+---
+kind: GlobalNetworkPolicy
+apiVersion: trellis.dev/v1
+metadata: {name: last-resort}
+spec:
+  selector: pod == 'b'
+  ingress:
+  - action: Deny
+";
+
 /// Compares with `tests/golden/NAME`; `TRELLIS_UPDATE_GOLDEN=1` rewrites it.
 fn golden(name: &str, got: &str) {
     let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -86,6 +140,19 @@ fn node_1_transaction_matches_the_golden_file() {
     golden(
         "node-1.nft",
         &render_node(&compile(POLICIES, &m), &m, "node-1"),
+    );
+}
+
+#[test]
+fn node_1_transaction_with_global_policies_matches_the_golden_file() {
+    let m = model();
+    golden(
+        "node-1-global.nft",
+        &render_node(
+            &compile(&format!("{POLICIES}---\n{GLOBAL_POLICIES}"), &m),
+            &m,
+            "node-1",
+        ),
     );
 }
 
@@ -143,7 +210,11 @@ fn the_kernel_takes_the_transaction_in_a_namespace_of_its_own() {
         "creates a network namespace: run as root (CI does)"
     );
     let m = model();
-    let text = render_node(&compile(POLICIES, &m), &m, "node-1");
+    let text = render_node(
+        &compile(&format!("{POLICIES}---\n{GLOBAL_POLICIES}"), &m),
+        &m,
+        "node-1",
+    );
     let ns = format!("trl-pol{}", std::process::id());
     let run = |args: &[&str]| Command::new("ip").args(args).output().unwrap();
     assert!(run(&["netns", "add", &ns]).status.success());
