@@ -7,6 +7,7 @@ mod ipam_cmd;
 mod kinds;
 mod label;
 mod node_status;
+mod policy_trace;
 mod table;
 
 use std::net::IpAddr;
@@ -87,6 +88,11 @@ enum Command {
         #[arg(required = true)]
         changes: Vec<String>,
     },
+    /// NetworkPolicy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// This node's agent and BGP sessions (from the agent's socket, not the datastore).
     Node {
         #[command(subcommand)]
@@ -96,6 +102,23 @@ enum Command {
     Ipam {
         #[command(subcommand)]
         command: IpamCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// The verdict on a connection and the policy and rule that decide it, from the same
+    /// compiler the agents program the kernel with.
+    Trace {
+        /// NAMESPACE/POD
+        #[arg(long)]
+        from: String,
+        /// NAMESPACE/POD or an IP address
+        #[arg(long)]
+        to: String,
+        /// PORT/PROTOCOL (80/TCP, 53/UDP) or a protocol alone (ICMP)
+        #[arg(long, value_parser = policy_trace::parse_port)]
+        port: (trellis_policy::Proto, u16),
     },
 }
 
@@ -243,6 +266,18 @@ async fn run_with_datastore(connect: &ConnectArgs, command: Command) -> anyhow::
             println!(
                 "pod {ns}/{pod} labelled ({n} endpoint{})",
                 if n == 1 { "" } else { "s" }
+            );
+        }
+        Command::Policy {
+            command: PolicyCommand::Trace { from, to, port },
+        } => {
+            let (model, policies, problems) = policy_trace::load(ds).await?;
+            for p in &problems {
+                eprintln!("trellisctl: not enforced, left out of the trace: {p}");
+            }
+            print!(
+                "{}",
+                policy_trace::run_trace(&model, &policies, &from, &to, port)?
             );
         }
         Command::Ipam { command } => match command {

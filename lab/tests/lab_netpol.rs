@@ -58,7 +58,7 @@ fn policies_are_enforced_with_real_packets() {
     lab.apply(&policy("deny-all", "x", "{podSelector: {}}"));
     let mut deny_x = lab.reachability(&ports, true);
     deny_x.expect_to("x/*", false).allow_loopback();
-    lab.assert_converges(&deny_x, CONVERGE);
+    lab.assert_enforced(&deny_x, CONVERGE);
     // Stacked: x/a also admits namespace y, on TCP 80 only.
     lab.apply(&policy(
         "a-from-y",
@@ -67,7 +67,7 @@ fn policies_are_enforced_with_real_packets() {
     ));
     let mut from_y = deny_x.clone();
     from_y.on(Port::tcp(80)).expect("y/*", "x/a", true);
-    lab.assert_converges(&from_y, CONVERGE);
+    lab.assert_enforced(&from_y, CONVERGE);
     // A pod relabel: x/b admits pods labelled role=client in any namespace; none is, until
     // z/c gets the label.
     lab.apply(&policy(
@@ -75,17 +75,17 @@ fn policies_are_enforced_with_real_packets() {
         "x",
         "{podSelector: {matchLabels: {pod: b}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]}]}",
     ));
-    lab.assert_converges(&from_y, CONVERGE);
+    lab.assert_enforced(&from_y, CONVERGE);
     ok(&["ctl", &lab.name, "--", "label", "pod", "z/c", "role=client"]);
     let mut client = from_y.clone();
     client.expect("z/c", "x/b", true);
-    lab.assert_converges(&client, CONVERGE);
+    lab.assert_enforced(&client, CONVERGE);
     // Deleting the policies one by one undoes each.
     lab.delete_policy("x", "b-from-clients");
     lab.delete_policy("x", "a-from-y");
-    lab.assert_converges(&deny_x, CONVERGE);
+    lab.assert_enforced(&deny_x, CONVERGE);
     lab.delete_policy("x", "deny-all");
-    lab.assert_converges(&lab.reachability(&ports, true), CONVERGE);
+    lab.assert_enforced(&lab.reachability(&ports, true), CONVERGE);
 }
 
 fn pods() -> Vec<String> {

@@ -1,20 +1,19 @@
-//! From the watched objects to what the compiler takes: the [`Model`] (endpoints, namespace
-//! labels, node addresses) and the compiled policies. Pure.
+//! From the watched objects to what the compiler takes: the `Model` (endpoints, namespace
+//! labels, node addresses) and the compiled policies, through `trellis_policy::resources` (the
+//! same code `trellisctl policy trace` uses). Pure.
 
 use trellis_datastore::keys;
-use trellis_datastore::resources::workload_endpoint::PortProtocol;
 use trellis_datastore::resources::{
-    NamespaceSpec, NetworkPolicySpec, NodeSpec, WorkloadEndpointSpec,
+    GlobalNetworkPolicySpec, NamespaceSpec, NetworkPolicySpec, NodeSpec, WorkloadEndpointSpec,
 };
-use trellis_policy::{
-    compile_network_policy, CompiledPolicy, Endpoint, EndpointKey, Model, NamedPort, Proto,
-};
+use trellis_policy::{resources, CompiledPolicy, Model};
 
 use crate::watch_cache::WatchCache;
 
 /// The prefixes the policy loop watches.
-pub const PREFIXES: [&str; 4] = [
+pub const PREFIXES: [&str; 5] = [
     keys::POLICIES,
+    keys::GLOBAL_POLICIES,
     keys::WORKLOAD_ENDPOINTS,
     "namespaces/",
     keys::NODES,
@@ -30,53 +29,27 @@ pub struct View {
 }
 
 pub fn build(cache: &WatchCache) -> View {
-    let mut model = Model::default();
-    for (_, ns) in cache.objects::<NamespaceSpec>("namespaces/") {
-        model.set_namespace(&ns.metadata.name, &ns.metadata.labels);
-    }
-    for (_, node) in cache.objects::<NodeSpec>(keys::NODES) {
-        let ips = node.spec.addresses.iter().map(|a| a.address).collect();
-        model.hosts.insert(node.metadata.name.clone(), ips);
-    }
-    for (_, wep) in cache.objects::<WorkloadEndpointSpec>(keys::WORKLOAD_ENDPOINTS) {
-        let namespace = wep
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string());
-        let s = &wep.spec;
-        model.add_endpoint(Endpoint {
-            key: EndpointKey::new(namespace, s.pod.clone()),
-            labels: s.labels.clone(),
-            ips: s.ip_networks.iter().map(|n| n.addr()).collect(),
-            iface: s.interface_name.clone(),
-            node: s.node.clone(),
-            ports: s
-                .ports
-                .iter()
-                .map(|p| NamedPort {
-                    name: p.name.clone(),
-                    proto: match p.protocol {
-                        PortProtocol::Tcp => Proto::Tcp,
-                        PortProtocol::Udp => Proto::Udp,
-                        PortProtocol::Sctp => Proto::Sctp,
-                    },
-                    port: p.port,
-                })
-                .collect(),
-        });
-    }
-    let mut policies = Vec::new();
-    let mut problems = Vec::new();
-    for (_, np) in cache.objects::<NetworkPolicySpec>(keys::POLICIES) {
-        match compile_network_policy(&np, &model) {
-            Ok(p) => policies.push(p),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
+    let namespaces: Vec<_> = objects_of::<NamespaceSpec>(cache, "namespaces/");
+    let nodes: Vec<_> = objects_of::<NodeSpec>(cache, keys::NODES);
+    let weps: Vec<_> = objects_of::<WorkloadEndpointSpec>(cache, keys::WORKLOAD_ENDPOINTS);
+    let model = resources::model(&namespaces, &nodes, &weps);
+    let nps = objects_of::<NetworkPolicySpec>(cache, keys::POLICIES);
+    let gnps = objects_of::<GlobalNetworkPolicySpec>(cache, keys::GLOBAL_POLICIES);
+    let (policies, problems) = resources::compile_all(&model, &nps, &gnps);
     View {
         model,
         policies,
         problems,
     }
+}
+
+fn objects_of<S: trellis_datastore::Spec>(
+    cache: &WatchCache,
+    prefix: &str,
+) -> Vec<trellis_datastore::Object<S>> {
+    cache
+        .objects::<S>(prefix)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect()
 }

@@ -472,6 +472,55 @@ impl NetpolLab {
         ]);
     }
 
+    /// The table `trellisctl policy trace` computes (the same compiler and IR the agents program
+    /// the kernel from), one trace per cell, a thread per source pod.
+    pub fn trace(&self, ports: &[Port]) -> Reachability {
+        let mut table = self.reachability(ports, false);
+        let pods = self.pod_ids();
+        let rows: Vec<Vec<(usize, usize, bool, String)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pods
+                .iter()
+                .enumerate()
+                .map(|(fi, from)| {
+                    let pods = &pods;
+                    scope.spawn(move || {
+                        let mut row = Vec::new();
+                        for (ti, to) in pods.iter().enumerate() {
+                            for (pi, port) in ports.iter().enumerate() {
+                                let p = port.to_string();
+                                let out = ok(&[
+                                    "ctl", &self.name, "--", "policy", "trace", "--from", from,
+                                    "--to", to, "--port", &p,
+                                ]);
+                                let allowed =
+                                    out.lines().next().is_some_and(|l| l.ends_with("ALLOWED"));
+                                row.push((fi * pods.len() + ti, pi, allowed, out));
+                            }
+                        }
+                        row
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let n = pods.len();
+        for (cell, pi, allowed, out) in rows.into_iter().flatten() {
+            let i = table.index(pi, cell / n, cell % n);
+            table.cells[i] = allowed;
+            table.details[i] = out.lines().skip(1).collect::<Vec<_>>().join("; ");
+        }
+        table
+    }
+
+    /// Asserts that the probes converge on `expected` and that `policy trace` says the same.
+    pub fn assert_enforced(&self, expected: &Reachability, within: Duration) {
+        self.assert_converges(expected, within);
+        let traced = self.trace(expected.ports());
+        if let Err(diff) = check(expected, &traced) {
+            panic!("policy trace disagrees with the probes:\n{diff}");
+        }
+    }
+
     /// Probes until the table is `expected` (the agents apply policy asynchronously) or
     /// `within` has passed; then asserts, printing the full tables on a mismatch.
     pub fn assert_converges(&self, expected: &Reachability, within: Duration) {
