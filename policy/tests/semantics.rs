@@ -3,111 +3,13 @@
 //! b on node-2, c on node-3. Each table has a row per source and a column per destination, in
 //! the order x/a x/b x/c y/a ... z/c; `1` allowed, `0` denied. A pod to itself is always `1`.
 
-use std::collections::BTreeMap;
+mod cluster;
+
 use std::net::IpAddr;
 
+use cluster::*;
 use trellis_datastore::resources::{parse_documents, AnyResource};
-use trellis_policy::{
-    compile_network_policy, trace, CompiledPolicy, Decision, Endpoint, EndpointKey, Model,
-    NamedPort, Packet, Proto,
-};
-
-const NS: [&str; 3] = ["x", "y", "z"];
-const PODS: [&str; 3] = ["a", "b", "c"];
-
-fn ip_of(ns: usize, pod: usize) -> IpAddr {
-    format!("10.0.{}.{}", ns + 1, pod + 1).parse().unwrap()
-}
-
-fn cluster() -> Model {
-    let mut m = Model::default();
-    for (i, ns) in NS.iter().enumerate() {
-        m.set_namespace(ns, &BTreeMap::from([("ns".to_string(), ns.to_string())]));
-        for (j, pod) in PODS.iter().enumerate() {
-            // Named port "web": 80 everywhere but on x/b, where it is 81.
-            let web = if (*ns, *pod) == ("x", "b") { 81 } else { 80 };
-            m.add_endpoint(Endpoint {
-                key: EndpointKey::new(*ns, *pod),
-                labels: BTreeMap::from([("pod".to_string(), pod.to_string())]),
-                ips: vec![ip_of(i, j)],
-                iface: format!("trl{ns}{pod}"),
-                node: format!("node-{}", j + 1),
-                ports: vec![
-                    NamedPort {
-                        name: "web".into(),
-                        proto: Proto::Tcp,
-                        port: web,
-                    },
-                    NamedPort {
-                        name: "dns".into(),
-                        proto: Proto::Udp,
-                        port: 81,
-                    },
-                ],
-            });
-        }
-    }
-    m.hosts
-        .insert("node-1".into(), vec!["192.168.0.1".parse().unwrap()]);
-    m
-}
-
-fn compile(yaml: &str, model: &Model) -> Vec<CompiledPolicy> {
-    parse_documents(yaml, "test.yaml")
-        .unwrap()
-        .into_iter()
-        .map(|r| match r {
-            AnyResource::NetworkPolicy(np) => {
-                np.validate().unwrap();
-                compile_network_policy(&np, model).unwrap()
-            }
-            other => panic!("not a NetworkPolicy: {}", other.kind()),
-        })
-        .collect()
-}
-
-/// The truth table for `proto`/`port` as rows of 0/1.
-fn table(policies: &[CompiledPolicy], model: &Model, proto: Proto, port: u16) -> String {
-    let mut out = String::new();
-    for i in 0..9 {
-        for j in 0..9 {
-            let pkt = Packet {
-                src: ip_of(i / 3, i % 3),
-                dst: ip_of(j / 3, j % 3),
-                proto,
-                port,
-            };
-            out.push(if trace(policies, model, &pkt).allowed() {
-                '1'
-            } else {
-                '0'
-            });
-            if j % 3 == 2 && j != 8 {
-                out.push(' ');
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// Compares with an expected table written as 9 rows (blank lines and spaces ignored).
-fn assert_table(policies: &str, proto: Proto, port: u16, expected: &str) {
-    let model = cluster();
-    let compiled = compile(policies, &model);
-    let got = table(&compiled, &model, proto, port);
-    let norm = |t: &str| -> Vec<String> {
-        t.lines()
-            .map(|l| l.split_whitespace().collect::<String>())
-            .filter(|l| !l.is_empty())
-            .collect()
-    };
-    assert_eq!(
-        norm(&got),
-        norm(expected),
-        "{proto}/{port}: got (rows from, columns to: xa xb xc  ya yb yc  za zb zc)\n{got}"
-    );
-}
+use trellis_policy::{compile_network_policy, trace, Decision, Packet, Proto};
 
 const ALL: &str = "
 111 111 111
@@ -122,7 +24,7 @@ const ALL: &str = "
 
 #[test]
 fn without_policies_everything_is_allowed() {
-    assert_table("", Proto::Tcp, 80, ALL);
+    assert_table("", probe(Proto::Tcp, 80), ALL);
 }
 
 #[test]
@@ -135,8 +37,7 @@ spec: {podSelector: {}}
 ";
     assert_table(
         p,
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         "
 100 111 111
 010 111 111
@@ -151,9 +52,7 @@ spec: {podSelector: {}}
 }
 
 fn policy(name: &str, ns: &str, spec: &str) -> String {
-    format!(
-        "---\nkind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
-    )
+    np(name, ns, spec)
 }
 
 #[test]
@@ -170,14 +69,12 @@ fn no_rules_isolates_and_one_empty_rule_allows_everything() {
 000 111 111";
     assert_table(
         &policy("p", "x", "{podSelector: {}, ingress: []}"),
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         isolated,
     );
     assert_table(
         &policy("p", "x", "{podSelector: {}, ingress: [{}]}"),
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         ALL,
     );
     // A rule with an empty from and empty ports is the same as {}.
@@ -187,8 +84,7 @@ fn no_rules_isolates_and_one_empty_rule_allows_everything() {
             "x",
             "{podSelector: {}, ingress: [{from: [], ports: []}]}",
         ),
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         ALL,
     );
 }
@@ -196,14 +92,11 @@ fn no_rules_isolates_and_one_empty_rule_allows_everything() {
 #[test]
 fn pod_and_namespace_selector_in_one_peer_and_else_or() {
     // Only y/b reaches x/a.
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "and",
             "x",
             "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: b}}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         "
 111 111 111
 011 111 111
@@ -216,14 +109,11 @@ fn pod_and_namespace_selector_in_one_peer_and_else_or() {
 011 111 111",
     );
     // All of y, or pod b of x (the policy's own namespace).
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "or",
             "x",
             "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}, {podSelector: {matchLabels: {pod: b}}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         "
 111 111 111
 111 111 111
@@ -249,24 +139,18 @@ fn match_expressions_in_not_in_exists_does_not_exist() {
 000 111 111
 000 111 111
 000 111 111";
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "in",
             "x",
             "{podSelector: {}, ingress: [{from: [{podSelector: {matchExpressions: [{key: pod, operator: In, values: [a, b]}]}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         only_a_b_into_x,
     );
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "notin",
             "x",
             "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: NotIn, values: [y]}]}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         "
 111 111 111
 111 111 111
@@ -278,24 +162,18 @@ fn match_expressions_in_not_in_exists_does_not_exist() {
 111 111 111
 111 111 111",
     );
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "exists",
             "x",
             "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: Exists}]}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         ALL,
     );
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "doesnotexist",
             "x",
             "{podSelector: {}, ingress: [{from: [{podSelector: {matchExpressions: [{key: pod, operator: DoesNotExist}]}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         "
 100 111 111
 010 111 111
@@ -312,14 +190,11 @@ fn match_expressions_in_not_in_exists_does_not_exist() {
 #[test]
 fn ip_block_with_except() {
     // x/a admits 10.0.0.0/16 except y's 10.0.2.0/24.
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "cidr",
             "x",
             "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.2.0/24]}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         "
 111 111 111
 111 111 111
@@ -343,8 +218,7 @@ fn named_ports_resolve_on_each_destination_pod() {
     );
     assert_table(
         &p,
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         "
 101 111 111
 111 111 111
@@ -358,8 +232,7 @@ fn named_ports_resolve_on_each_destination_pod() {
     );
     assert_table(
         &p,
-        Proto::Tcp,
-        81,
+        probe(Proto::Tcp, 81),
         "
 110 111 111
 010 111 111
@@ -374,8 +247,7 @@ fn named_ports_resolve_on_each_destination_pod() {
     // The protocol is part of the name: "web" is TCP, so UDP 80 is not it.
     assert_table(
         &p,
-        Proto::Udp,
-        80,
+        probe(Proto::Udp, 80),
         "
 100 111 111
 010 111 111
@@ -408,47 +280,44 @@ fn end_port_ranges_and_a_protocol_without_port() {
         "x",
         "{podSelector: {}, ingress: [{ports: [{protocol: TCP, port: 80, endPort: 81}]}]}",
     );
-    assert_table(&range, Proto::Tcp, 80, X_OPEN);
-    assert_table(&range, Proto::Tcp, 81, X_OPEN);
-    assert_table(&range, Proto::Tcp, 82, X_CLOSED);
-    assert_table(&range, Proto::Udp, 80, X_CLOSED);
+    assert_table(&range, probe(Proto::Tcp, 80), X_OPEN);
+    assert_table(&range, probe(Proto::Tcp, 81), X_OPEN);
+    assert_table(&range, probe(Proto::Tcp, 82), X_CLOSED);
+    assert_table(&range, probe(Proto::Udp, 80), X_CLOSED);
     let udp = policy(
         "udp",
         "x",
         "{podSelector: {}, ingress: [{ports: [{protocol: UDP}]}]}",
     );
-    assert_table(&udp, Proto::Udp, 80, X_OPEN);
-    assert_table(&udp, Proto::Udp, 81, X_OPEN);
-    assert_table(&udp, Proto::Tcp, 80, X_CLOSED);
+    assert_table(&udp, probe(Proto::Udp, 80), X_OPEN);
+    assert_table(&udp, probe(Proto::Udp, 81), X_OPEN);
+    assert_table(&udp, probe(Proto::Tcp, 80), X_CLOSED);
     // No protocol: TCP.
     let default_tcp = policy(
         "tcp",
         "x",
         "{podSelector: {}, ingress: [{ports: [{port: 80}]}]}",
     );
-    assert_table(&default_tcp, Proto::Tcp, 80, X_OPEN);
-    assert_table(&default_tcp, Proto::Udp, 80, X_CLOSED);
+    assert_table(&default_tcp, probe(Proto::Tcp, 80), X_OPEN);
+    assert_table(&default_tcp, probe(Proto::Udp, 80), X_CLOSED);
     // SCTP compiles and is told apart from TCP.
     let sctp = policy(
         "sctp",
         "x",
         "{podSelector: {}, ingress: [{ports: [{protocol: SCTP, port: 80}]}]}",
     );
-    assert_table(&sctp, Proto::Sctp, 80, X_OPEN);
-    assert_table(&sctp, Proto::Tcp, 80, X_CLOSED);
+    assert_table(&sctp, probe(Proto::Sctp, 80), X_OPEN);
+    assert_table(&sctp, probe(Proto::Tcp, 80), X_CLOSED);
 }
 
 #[test]
 fn egress_is_independent_of_ingress() {
     // x/a may send only to namespace y.
-    assert_table(
-        &policy(
+    assert_table(&policy(
             "egress",
             "x",
             "{podSelector: {matchLabels: {pod: a}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: y}}}]}]}",
-        ),
-        Proto::Tcp,
-        80,
+        ), probe(Proto::Tcp, 80),
         "
 100 111 000
 111 111 111
@@ -467,8 +336,7 @@ fn egress_is_independent_of_ingress() {
             "x",
             "{podSelector: {}, policyTypes: [Egress]}",
         ),
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         "
 100 000 000
 010 000 000
@@ -483,8 +351,7 @@ fn egress_is_independent_of_ingress() {
     // policyTypes absent: Ingress always, Egress because there is an egress rule.
     assert_table(
         &policy("both", "x", "{podSelector: {}, egress: [{}]}"),
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         X_CLOSED,
     );
 }
@@ -502,8 +369,7 @@ fn stacked_policies_are_a_union() {
     );
     assert_table(
         &p,
-        Proto::Tcp,
-        80,
+        probe(Proto::Tcp, 80),
         "
 111 111 111
 011 111 111
@@ -527,7 +393,7 @@ fn the_node_reaches_its_own_pods_whatever_the_policy() {
         proto: Proto::Tcp,
         port: 8080,
     };
-    let to_own = trace(&compiled, &model, &from_node1(ip_of(0, 0)));
+    let to_own = trace(&compiled, &model, &from_node1(ip_of(0, 0, false)));
     assert!(to_own.allowed());
     assert_eq!(
         to_own.ingress,
@@ -536,7 +402,7 @@ fn the_node_reaches_its_own_pods_whatever_the_policy() {
         })
     );
     // x/b runs on node-2: node-1 is just another source there.
-    let to_other = trace(&compiled, &model, &from_node1(ip_of(0, 1)));
+    let to_other = trace(&compiled, &model, &from_node1(ip_of(0, 1, false)));
     assert!(!to_other.allowed());
     assert_eq!(
         to_other.ingress.unwrap().to_string(),
@@ -559,8 +425,8 @@ fn a_trace_names_the_deciding_rule() {
         &compiled,
         &model,
         &Packet {
-            src: ip_of(1, 0),
-            dst: ip_of(0, 0),
+            src: ip_of(1, 0, false),
+            dst: ip_of(0, 0, false),
             proto: Proto::Tcp,
             port: 80,
         },
