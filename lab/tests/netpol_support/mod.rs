@@ -378,7 +378,10 @@ impl NetpolLab {
     /// labelled `pod: NAME` (a on node-1, b on node-2, c on node-3), all serving.
     pub fn up() -> NetpolLab {
         require_root_and_binaries("the lab creates network namespaces");
-        let name = format!("np{}", std::process::id() % 100_000);
+        // Tests of one binary run in parallel: each lab gets its own name.
+        static LABS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("np{}{n}", std::process::id() % 100_000);
         let guard = Lab(name.clone());
         ok(&[
             "up", "--name", &name, "--nodes", "3", "--encap", "vxlan", "--policy",
