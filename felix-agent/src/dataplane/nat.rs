@@ -81,6 +81,15 @@ impl NftCommand {
         }
     }
 
+    /// Runs `nft ARGS` (in the namespace, if any) and returns its standard output, or `None`
+    /// when it fails (e.g. `list table` of a table that does not exist yet).
+    pub fn output(&self, args: &[&str]) -> Option<String> {
+        let out = self.command().args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn describe(&self) -> String {
         match &self.netns {
             None => "nft -f -".to_string(),

@@ -112,20 +112,9 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// `nft list table inet trellis`, or `None` when there is no such table yet.
 async fn list_table(nft: &NftCommand) -> Option<String> {
-    let mut cmd = match &nft.netns {
-        None => tokio::process::Command::new("nft"),
-        Some(ns) => {
-            let mut c = tokio::process::Command::new("ip");
-            c.args(["netns", "exec", ns, "nft"]);
-            c
-        }
-    };
-    let out = cmd
-        .args(["list", "table", "inet", "trellis"])
-        .output()
+    let nft = nft.clone();
+    tokio::task::spawn_blocking(move || nft.output(&["list", "table", "inet", "trellis"]))
         .await
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        .ok()
+        .flatten()
 }
