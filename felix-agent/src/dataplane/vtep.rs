@@ -302,11 +302,8 @@ mod tests {
         put(ds, &format!("ippools/{name}"), &p).await;
     }
 
-    #[tokio::test]
-    async fn dual_stack_node_gets_a_vtep_per_family_once() {
-        let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
-        pool(ds.as_ref(), "v4", "10.244.0.0/16", EncapMode::Always).await;
-        pool(ds.as_ref(), "v6", "fd00:244::/64", EncapMode::Never).await;
+    /// Node n1 at 172.30.0.1, as the agent registers it.
+    async fn node_n1(ds: &dyn Datastore) {
         let spec = NodeSpec {
             addresses: vec![NodeAddress {
                 address: "172.30.0.1".parse().unwrap(),
@@ -314,12 +311,15 @@ mod tests {
             }],
             ..Default::default()
         };
-        put(
-            ds.as_ref(),
-            "nodes/n1",
-            &Node::new(ObjectMeta::named("n1"), spec),
-        )
-        .await;
+        put(ds, "nodes/n1", &Node::new(ObjectMeta::named("n1"), spec)).await;
+    }
+
+    #[tokio::test]
+    async fn dual_stack_node_gets_a_vtep_per_family_once() {
+        let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
+        pool(ds.as_ref(), "v4", "10.244.0.0/16", EncapMode::Always).await;
+        pool(ds.as_ref(), "v6", "fd00:244::/64", EncapMode::Never).await;
+        node_n1(ds.as_ref()).await;
         let ipam = NodeIpam::new(ds.clone(), "n1");
 
         let only_v4 = ensure_vtep(ds.as_ref(), &ipam, "n1").await.unwrap();
@@ -361,19 +361,7 @@ mod tests {
     async fn ipip_pool_gets_a_tunnel_address_from_the_node_block_once() {
         let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
         pool(ds.as_ref(), "v4", "10.244.0.0/16", EncapMode::Never).await;
-        let spec = NodeSpec {
-            addresses: vec![NodeAddress {
-                address: "172.30.0.1".parse().unwrap(),
-                kind: NodeAddressType::TrellisNodeIP,
-            }],
-            ..Default::default()
-        };
-        put(
-            ds.as_ref(),
-            "nodes/n1",
-            &Node::new(ObjectMeta::named("n1"), spec),
-        )
-        .await;
+        node_n1(ds.as_ref()).await;
         let ipam = NodeIpam::new(ds.clone(), "n1");
         assert_eq!(
             ensure_ipip_tunnel_addr(ds.as_ref(), &ipam, "n1")
