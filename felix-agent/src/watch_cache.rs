@@ -55,6 +55,11 @@ impl WatchCache {
         }
     }
 
+    /// The object stored under `key`, as last seen.
+    pub fn get(&self, key: &str) -> Option<&KeyValue> {
+        self.items.get(key)
+    }
+
     /// Every prefix has delivered its first snapshot: the view is complete.
     pub fn in_sync(&self) -> bool {
         self.prefixes.iter().all(|p| self.synced.contains(p))

@@ -22,6 +22,7 @@
 //! traffic from a node to its own pods is always allowed.
 
 pub mod compile;
+pub mod engine;
 pub mod ir;
 pub mod model;
 pub mod render;
@@ -29,6 +30,7 @@ pub mod resources;
 pub mod trace;
 
 pub use compile::{compile_global_policy, compile_network_policy, CompileError};
+pub use engine::{Engine, Source, Transaction};
 pub use ir::{
     Action, CompiledPolicy, CompiledRule, Direction, EntityMatch, IcmpMatch, IpFamily, Peers,
     PolicyId, PortMatch,

@@ -25,34 +25,39 @@ pub fn model<'a>(
         m.hosts.insert(node.metadata.name.clone(), ips);
     }
     for wep in weps {
-        let namespace = wep
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string());
-        let s = &wep.spec;
-        m.add_endpoint(Endpoint {
-            key: EndpointKey::new(namespace, s.pod.clone()),
-            labels: s.labels.clone(),
-            ips: s.ip_networks.iter().map(|n| n.addr()).collect(),
-            iface: s.interface_name.clone(),
-            node: s.node.clone(),
-            ports: s
-                .ports
-                .iter()
-                .map(|p| NamedPort {
-                    name: p.name.clone(),
-                    proto: match p.protocol {
-                        PortProtocol::Tcp => Proto::Tcp,
-                        PortProtocol::Udp => Proto::Udp,
-                        PortProtocol::Sctp => Proto::Sctp,
-                    },
-                    port: p.port,
-                })
-                .collect(),
-        });
+        m.add_endpoint(endpoint(wep));
     }
     m
+}
+
+/// The endpoint a WorkloadEndpoint describes.
+pub fn endpoint(wep: &WorkloadEndpoint) -> Endpoint {
+    let namespace = wep
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let s = &wep.spec;
+    Endpoint {
+        key: EndpointKey::new(namespace, s.pod.clone()),
+        labels: s.labels.clone(),
+        ips: s.ip_networks.iter().map(|n| n.addr()).collect(),
+        iface: s.interface_name.clone(),
+        node: s.node.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| NamedPort {
+                name: p.name.clone(),
+                proto: match p.protocol {
+                    PortProtocol::Tcp => Proto::Tcp,
+                    PortProtocol::Udp => Proto::Udp,
+                    PortProtocol::Sctp => Proto::Sctp,
+                },
+                port: p.port,
+            })
+            .collect(),
+    }
 }
 
 /// Every policy compiled against `model`, and one line per policy that did not compile

@@ -1,16 +1,19 @@
-//! Policy in the agent: NetworkPolicies, WorkloadEndpoints, Namespaces and Nodes from the
-//! datastore, compiled by `trellis-policy` against this node's view and applied to `table inet
-//! trellis` as one `nft -f` transaction per change.
+//! Policy in the agent: NetworkPolicies, GlobalNetworkPolicies, WorkloadEndpoints, Namespaces
+//! and Nodes from the datastore, kept in a `trellis_policy::Engine` for this node and applied
+//! to `table inet trellis` as one `nft -f` transaction per batch of changes.
 //!
 //! ```text
-//!  Watcher(policies/, workloadendpoints/, namespaces/, nodes/) --> WatchCache
-//!      --view::build--> Model + [CompiledPolicy] (+ policies that did not compile, by name)
-//!      --render_node + stale deletions--> nft -f (all or nothing) --> kernel
+//!  Watcher(policies/, globalpolicies/, workloadendpoints/, namespaces/, nodes/) --> WatchCache
+//!      snapshot (start, resync) --view::load--> Engine::replace_all
+//!      one change               --view::change--> Engine::set_endpoint / set_policy / ...
+//!  Engine::transaction --> nft -f (all or nothing) --> committed | failed (next one whole)
 //! ```
-//! The table is never deleted: each transaction creates what is missing, then flushes and
-//! refills what it owns and deletes chains and sets of policies that are gone, so the kernel
-//! swaps old for new atomically. After a restart the first transaction replaces the previous
-//! run's objects the same way: there is no moment without policy.
+//! The table is never deleted. The first transaction (and the one after a refused one) is
+//! whole: it creates what is missing, flushes and refills everything the policies own and
+//! deletes a previous run's objects that are gone, so the kernel swaps old for new atomically
+//! and a restart has no moment without policy. After that a pod created, deleted or
+//! relabelled is set elements added and deleted; a policy change rewrites that policy's chains
+//! and sets only.
 
 pub mod run;
 pub mod stale;

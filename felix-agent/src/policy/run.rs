@@ -6,11 +6,12 @@ use std::time::Duration;
 use futures::stream::StreamExt;
 use futures::FutureExt;
 use tokio::time::Instant;
+use trellis_datastore::watcher::WatcherEvent;
 use trellis_datastore::Datastore;
-use trellis_policy::render::render_node;
+use trellis_policy::Engine;
 
 use super::stale::Owned;
-use super::view::{build, PREFIXES};
+use super::view::{change, load, PREFIXES};
 use crate::dataplane::nat::{Nft, NftCommand};
 use crate::dataplane::DataplaneStatus;
 use crate::watch_cache::WatchCache;
@@ -32,71 +33,88 @@ pub async fn run(
 ) {
     let mut cache = WatchCache::new(&PREFIXES);
     let mut events = cache.watch(ds);
-    // A previous run's policy objects: replaced by the first transaction, and deleted by it
-    // when their policy is gone.
-    let mut owned = match list_table(&nft).await {
-        Some(listing) => Owned::of_listing(&listing),
-        None => Owned::default(),
-    };
-    let mut applied: Option<String> = None;
-    let mut pending = false;
+    let mut engine = Engine::new(cfg.node_name.clone());
+    // A previous run's policy objects: the first transaction replaces them, and deletes those
+    // whose policy is gone.
+    if let Some(listing) = list_table(&nft).await {
+        let owned = Owned::of_listing(&listing);
+        engine.adopt(owned.chains, owned.sets);
+    }
+    // The engine is loaded from the cache once every prefix has its snapshot, and again after
+    // a resynchronisation; changes in between go to it one by one.
+    let mut reload = true;
     let mut backoff = Duration::from_millis(250);
     let mut retry_at: Option<Instant> = None;
     loop {
-        tokio::select! {
+        let mut next = tokio::select! {
             ev = events.next() => match ev {
-                Some((prefix, Ok(ev))) => { cache.on_event(prefix, ev); pending = true; }
-                Some((prefix, Err(e))) => tracing::warn!(%prefix, error = %e, "watch"),
+                Some(ev) => Some(ev),
                 None => return,
             },
-            _ = sleep_until(retry_at) => retry_at = None,
-        }
+            _ = sleep_until(retry_at) => { retry_at = None; None }
+        };
         // Everything already queued goes into the same transaction.
-        while let Some(Some((prefix, ev))) = events.next().now_or_never() {
-            match ev {
-                Ok(ev) => {
-                    cache.on_event(prefix, ev);
-                    pending = true;
+        loop {
+            if let Some((prefix, ev)) = next.take() {
+                match ev {
+                    Ok(WatcherEvent::Changed(change_ev)) => {
+                        if !reload {
+                            change(&mut engine, &cache, prefix, &change_ev);
+                        }
+                        cache.on_event(prefix, WatcherEvent::Changed(change_ev));
+                    }
+                    Ok(snapshot) => {
+                        cache.on_event(prefix, snapshot);
+                        reload = true;
+                    }
+                    Err(e) => tracing::warn!(%prefix, error = %e, "watch"),
                 }
-                Err(e) => tracing::warn!(%prefix, error = %e, "watch"),
+            }
+            match events.next().now_or_never() {
+                Some(Some(ev)) => next = Some(ev),
+                _ => break,
             }
         }
-        if !pending || retry_at.is_some() || !cache.in_sync() {
+        if retry_at.is_some() || !cache.in_sync() {
             continue;
         }
-        let view = build(&cache);
-        let text = render_node(&view.policies, &view.model, &cfg.node_name);
-        if applied.as_deref() == Some(text.as_str()) {
-            pending = false;
+        if reload {
+            let started = std::time::Instant::now();
+            let (model, sources) = load(&cache);
+            engine.replace_all(model, sources);
+            reload = false;
+            tracing::info!(elapsed = ?started.elapsed(), "policy engine loaded");
+        }
+        let problems = engine.problems();
+        let problems = (!problems.is_empty())
+            .then(|| format!("policies not enforced: {}", problems.join("; ")));
+        status.set(STATUS_KEY, problems);
+        let Some(mut tx) = engine.transaction() else {
+            continue;
+        };
+        if tx.text.is_empty() {
+            engine.committed(tx);
             continue;
         }
-        let next = Owned::of_transaction(&text);
-        let transaction = format!("{text}{}", owned.deletions_for(&next));
+        let text = std::mem::take(&mut tx.text);
         let runner = nft.clone();
-        let result = tokio::task::spawn_blocking(move || runner.apply(&transaction)).await;
+        let result = tokio::task::spawn_blocking(move || runner.apply(&text)).await;
         match result {
             Ok(Ok(())) => {
-                tracing::info!(
-                    policies = view.policies.len(),
-                    endpoints = view.model.endpoints.len(),
-                    "policy applied"
-                );
-                owned = next;
-                applied = Some(text);
-                pending = false;
+                tracing::debug!(whole = tx.whole, "policy applied");
+                engine.committed(tx);
                 backoff = Duration::from_millis(250);
-                let problems = (!view.problems.is_empty())
-                    .then(|| format!("policies not enforced: {}", view.problems.join("; ")));
-                status.set(STATUS_KEY, problems);
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "policy transaction refused; nothing changed, retrying");
+                tracing::warn!(error = %e, whole = tx.whole, "policy transaction refused; nothing changed, retrying whole");
+                engine.failed();
                 status.set(STATUS_KEY, Some(format!("policy not applied: {e}")));
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "policy apply task failed");
+                engine.failed();
                 retry_at = Some(Instant::now() + backoff);
             }
         }
