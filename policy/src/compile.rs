@@ -140,6 +140,7 @@ fn compile_peers(
             out.blocks.push(IpBlock { cidr, except });
             continue;
         }
+        out.by_selector = true;
         let in_namespace = |ns: &str| match &p.namespace_selector {
             None => ns == namespace,
             Some(sel) => sel.matches(&model.namespace_labels(ns)),

@@ -213,6 +213,8 @@ impl EntityMatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peers {
     pub endpoints: BTreeSet<EndpointKey>,
+    /// Some peer selects pods (else `endpoints` stays empty whatever pods come).
+    pub by_selector: bool,
     pub blocks: Vec<IpBlock>,
 }
 

@@ -40,17 +40,19 @@ pub(super) fn render_rule(
                 let n = if v4 { 4 } else { 6 };
                 // Pods: single addresses in a hash set, so a pod coming or going is one
                 // element added or deleted.
-                let set = format!("{prefix}-peer{n}");
-                sets.define_set(&set, ty, false);
-                for k in &peers.endpoints {
-                    for ip in endpoint_ips(model, k) {
-                        if ip.is_ipv4() == v4 {
-                            sets.add_element(&set, ip.to_string());
+                if peers.by_selector {
+                    let set = format!("{prefix}-peer{n}");
+                    sets.define_set(&set, ty, false);
+                    for k in &peers.endpoints {
+                        for ip in endpoint_ips(model, k) {
+                            if ip.is_ipv4() == v4 {
+                                sets.add_element(&set, ip.to_string());
+                            }
                         }
                     }
+                    // The rule exists even while the set is empty: a pod may join it later.
+                    addr_matches.push(Alt::pinned(v4, format!("{fam} {peer_dir} @{set} ")));
                 }
-                // The rule exists even while the set is empty: a pod may join it later.
-                addr_matches.push(Alt::pinned(v4, format!("{fam} {peer_dir} @{set} ")));
                 // ipBlocks: ranges in an interval set of their own, which only the policy
                 // changes.
                 let ranges: Vec<(IpAddr, IpAddr)> = peers
