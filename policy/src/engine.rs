@@ -26,7 +26,9 @@ use trellis_datastore::resources::{GlobalNetworkPolicy, NetworkPolicy};
 use crate::compile::CompileError;
 use crate::ir::{CompiledPolicy, PolicyId};
 use crate::model::{Endpoint, EndpointKey, Labels, Model};
-use crate::render::{render_dispatch, render_policy, write_changes, write_whole, Objects, TABLE};
+use crate::render::{
+    render_dispatch, render_policy, write_changes, write_whole, ElementOp, Objects, TABLE,
+};
 use crate::{compile_global_policy, compile_network_policy};
 
 mod membership;
@@ -98,6 +100,8 @@ pub struct Transaction {
     pub text: String,
     /// Written whole rather than as changes.
     pub whole: bool,
+    /// The same as hash-set element operations, when that is all it does.
+    pub elements: Option<Vec<ElementOp>>,
     rendered: Vec<(PolicyId, Option<Objects>)>,
     dispatch: Objects,
     changes: u64,
@@ -332,17 +336,18 @@ impl Engine {
             diff.push((self.applied_dispatch.as_ref(), Some(&dispatch)));
             write_changes(&diff)
         };
-        let (text, whole) = match changes {
-            Some(text) => (text, false),
+        let (text, whole, elements) = match changes {
+            Some(c) => (c.text, false, c.elements),
             None => {
                 let mut parts: Vec<&Objects> = pairs.iter().map(|(_, o)| *o).collect();
                 parts.push(&dispatch);
-                (self.whole_text(&parts), true)
+                (self.whole_text(&parts), true, None)
             }
         };
         Some(Transaction {
             text,
             whole,
+            elements,
             rendered: rendered
                 .into_iter()
                 .map(|(id, o)| (id.clone(), o))

@@ -41,7 +41,7 @@ use crate::model::{Endpoint, Model};
 mod objects;
 mod rule;
 
-pub use objects::{write_changes, write_whole, Chain, Objects, Set};
+pub use objects::{write_changes, write_whole, Chain, Changes, ElementOp, Objects, Set};
 
 pub const TABLE: &str = "inet trellis";
 /// Mark bits: a policy allowed the packet, or passed it on.

@@ -15,6 +15,7 @@
 //! relabelled is set elements added and deleted; a policy change rewrites that policy's chains
 //! and sets only.
 
+pub mod elements;
 pub mod run;
 pub mod stale;
 pub mod view;

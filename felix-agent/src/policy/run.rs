@@ -10,6 +10,7 @@ use trellis_datastore::watcher::WatcherEvent;
 use trellis_datastore::Datastore;
 use trellis_policy::Engine;
 
+use super::elements::{ElementWriter, MAX_BATCH_BYTES};
 use super::stale::Owned;
 use super::view::{change, load, PREFIXES};
 use crate::dataplane::nat::{Nft, NftCommand};
@@ -40,6 +41,14 @@ pub async fn run(
         let owned = Owned::of_listing(&listing);
         engine.adopt(owned.chains, owned.sets);
     }
+    // Element-only changes go straight over netlink; without the socket, through nft.
+    let mut writer = match ElementWriter::open(nft.netns.as_deref()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "set element changes will go through nft -f");
+            None
+        }
+    };
     // The engine is loaded from the cache once every prefix has its snapshot, and again after
     // a resynchronisation; changes in between go to it one by one.
     let mut reload = true;
@@ -97,8 +106,31 @@ pub async fn run(
             continue;
         }
         let text = std::mem::take(&mut tx.text);
-        let runner = nft.clone();
-        let result = tokio::task::spawn_blocking(move || runner.apply(&text)).await;
+        let ops = tx.elements.take().filter(|ops| {
+            ops.iter()
+                .flat_map(|o| &o.elements)
+                .map(|e| e.len() + 40)
+                .sum::<usize>()
+                < MAX_BATCH_BYTES
+        });
+        let result = match (ops, writer.take()) {
+            (Some(ops), Some(mut w)) => {
+                let (w, result) = tokio::task::spawn_blocking(move || {
+                    let r = w.apply(&ops);
+                    (w, r)
+                })
+                .await
+                .expect("the element writer does not panic");
+                writer = Some(w);
+                Ok(result)
+            }
+            (_, w) => {
+                writer = w;
+                let runner = nft.clone();
+                tokio::task::spawn_blocking(move || runner.apply(&text).map_err(|e| e.to_string()))
+                    .await
+            }
+        };
         match result {
             Ok(Ok(())) => {
                 tracing::debug!(whole = tx.whole, "policy applied");

@@ -90,17 +90,39 @@ pub fn write_whole(parts: &[&Objects]) -> String {
     out
 }
 
+/// An element addition or deletion in a hash set, as data (see [`Changes::elements`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementOp {
+    pub delete: bool,
+    pub set: String,
+    /// The set's type, saying how each element is encoded.
+    pub ty: String,
+    /// In nft syntax, as in the text.
+    pub elements: Vec<String>,
+}
+
+/// A difference between two states, as nft text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub text: String,
+    /// The same as element operations, when that is all the text does (a pod created,
+    /// deleted or relabelled): what a netlink batch can carry without `nft` and its cache.
+    pub elements: Option<Vec<ElementOp>>,
+}
+
 /// What turns `old` into `new`, for pairs of the same owner (a policy, the dispatch): new sets
 /// declared and filled, changed hash sets by their element differences, changed interval sets
 /// refilled, new or changed chains (re)written, then gone chains deleted, then gone sets (rules
 /// using a set are gone before it). Empty when nothing changed; `None` when a set changed its
 /// type or a chain its spec, which only the whole form can express.
-pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<String> {
+pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<Changes> {
     let empty = Objects::default();
     let mut sets = String::new();
     let mut chains = String::new();
     let mut gone_chains = String::new();
     let mut gone_sets = String::new();
+    let mut ops = Vec::new();
+    let mut only_elements = true;
     for (old, new) in pairs {
         let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
         for (name, set) in &new.sets {
@@ -110,17 +132,31 @@ pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<S
                         continue;
                     }
                     if set.interval {
+                        only_elements = false;
                         let _ = writeln!(sets, "flush set {TABLE} {name}");
                         elements(&mut sets, "add", name, set.elements.iter());
-                    } else {
-                        let removed = was.elements.difference(&set.elements);
-                        elements(&mut sets, "delete", name, removed);
-                        let added = set.elements.difference(&was.elements);
-                        elements(&mut sets, "add", name, added);
+                        continue;
+                    }
+                    for (delete, items) in [
+                        (true, was.elements.difference(&set.elements)),
+                        (false, set.elements.difference(&was.elements)),
+                    ] {
+                        let items: Vec<String> = items.cloned().collect();
+                        let verb = if delete { "delete" } else { "add" };
+                        elements(&mut sets, verb, name, items.iter());
+                        if !items.is_empty() {
+                            ops.push(ElementOp {
+                                delete,
+                                set: name.clone(),
+                                ty: set.ty.clone(),
+                                elements: items,
+                            });
+                        }
                     }
                 }
                 Some(_) => return None,
                 None => {
+                    only_elements = false;
                     declare_set(&mut sets, name, set);
                     elements(&mut sets, "add", name, set.elements.iter());
                 }
@@ -151,7 +187,11 @@ pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<S
             }
         }
     }
-    Some(format!("{sets}{chains}{gone_chains}{gone_sets}"))
+    only_elements &= chains.is_empty() && gone_chains.is_empty() && gone_sets.is_empty();
+    Some(Changes {
+        text: format!("{sets}{chains}{gone_chains}{gone_sets}"),
+        elements: only_elements.then_some(ops),
+    })
 }
 
 fn declare_set(out: &mut String, name: &str, set: &Set) {
