@@ -193,9 +193,27 @@ impl Engine {
         }
         self.dispatch_dirty |=
             (was_local || is_local) && (placement_changed || was_local != is_local);
-        // A model of this one endpoint, with every namespace (namespace selectors see them).
+        self.move_memberships(&key, endpoint.as_ref(), placement_changed);
+        if let Some(e) = endpoint {
+            self.model.add_endpoint(e);
+        }
+    }
+
+    /// Brings every compiled policy's memberships of endpoint `key` in line with `endpoint`
+    /// (`None`: gone), each policy compiled against a model of that one endpoint with every
+    /// namespace; a policy is dirty where a membership changed, or where the endpoint is or
+    /// was a member and `placement_changed` (addresses, interface, node).
+    fn move_memberships(
+        &mut self,
+        key: &EndpointKey,
+        endpoint: Option<&Endpoint>,
+        placement_changed: bool,
+    ) {
         let mut single = Model {
-            endpoints: endpoint.iter().map(|e| (key.clone(), e.clone())).collect(),
+            endpoints: endpoint
+                .iter()
+                .map(|e| (key.clone(), (*e).clone()))
+                .collect(),
             namespaces: std::mem::take(&mut self.model.namespaces),
             hosts: BTreeMap::new(),
         };
@@ -214,7 +232,7 @@ impl Engine {
                 },
                 None => None,
             };
-            match move_endpoint(full, fresh.as_mut(), &key) {
+            match move_endpoint(full, fresh.as_mut(), key) {
                 Some(m) => {
                     let placed = placement_changed && (m.was_member || m.is_member);
                     if m.changed || placed {
@@ -225,23 +243,29 @@ impl Engine {
             }
         }
         self.model.namespaces = std::mem::take(&mut single.namespaces);
-        if let Some(e) = endpoint {
-            self.model.add_endpoint(e);
-        }
         for id in recompile {
             self.compile(&id);
         }
     }
 
     /// A namespace's labels set (`None`: the Namespace object is gone; its name label stays,
-    /// as selectors see it for pods still in it). Every policy is compiled again.
+    /// as selectors see it for pods still in it). Only that namespace's endpoints can change
+    /// memberships (namespace selectors are evaluated per endpoint): each is moved as if it
+    /// had changed itself.
     pub fn set_namespace(&mut self, name: &str, labels: Option<&Labels>) {
         self.changes += 1;
         self.model
             .set_namespace(name, labels.unwrap_or(&Labels::new()));
-        let ids: Vec<PolicyId> = self.sources.keys().cloned().collect();
-        for id in ids {
-            self.compile(&id);
+        let first = EndpointKey::new(name, "");
+        let members: Vec<Endpoint> = self
+            .model
+            .endpoints
+            .range(first..)
+            .take_while(|(k, _)| k.namespace == name)
+            .map(|(_, e)| e.clone())
+            .collect();
+        for e in &members {
+            self.move_memberships(&e.key, Some(e), false);
         }
     }
 
