@@ -143,7 +143,7 @@ fn compile_peers(
         out.by_selector = true;
         let in_namespace = |ns: &str| match &p.namespace_selector {
             None => ns == namespace,
-            Some(sel) => sel.matches(&model.namespace_labels(ns)),
+            Some(sel) => model.namespace_matches(ns, |l| sel.matches(l)),
         };
         out.endpoints.extend(
             model

@@ -166,6 +166,14 @@ impl Model {
             .unwrap_or_else(|| namespace_labels(name, &Labels::new()))
     }
 
+    /// Whether namespace `name`'s labels satisfy `pred` (without copying them).
+    pub fn namespace_matches(&self, name: &str, pred: impl FnOnce(&Labels) -> bool) -> bool {
+        match self.namespaces.get(name) {
+            Some(labels) => pred(labels),
+            None => pred(&namespace_labels(name, &Labels::new())),
+        }
+    }
+
     /// The endpoint holding `ip`.
     pub fn endpoint_of(&self, ip: IpAddr) -> Option<&Endpoint> {
         self.endpoints.values().find(|e| e.ips.contains(&ip))

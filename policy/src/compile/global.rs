@@ -54,7 +54,7 @@ pub fn compile_global_policy(
         .endpoints
         .values()
         .filter(|e| {
-            ns_selector.matches(&model.namespace_labels(&e.key.namespace))
+            model.namespace_matches(&e.key.namespace, |l| ns_selector.matches(l))
                 && pod_matches(&selector, e)
         })
         .map(|e| e.key.clone())
@@ -153,7 +153,9 @@ fn compile_entity(
         model
             .endpoints
             .values()
-            .filter(|ep| ns.is_none_or(|ns| ns.matches(&model.namespace_labels(&ep.key.namespace))))
+            .filter(|ep| {
+                ns.is_none_or(|ns| model.namespace_matches(&ep.key.namespace, |l| ns.matches(l)))
+            })
             .filter(|ep| pod_matches(sel, ep))
             .map(|ep| ep.key.clone())
             .collect()
