@@ -146,22 +146,13 @@ struct World {
 
 impl World {
     fn scratch(&self) -> (Vec<trellis_policy::CompiledPolicy>, String) {
-        let nps: Vec<_> = self
-            .policies
-            .values()
-            .filter_map(|s| match s {
-                Source::Network(np) => Some(np.as_ref().clone()),
-                _ => None,
-            })
-            .collect();
-        let gnps: Vec<_> = self
-            .policies
-            .values()
-            .filter_map(|s| match s {
-                Source::Global(p) => Some(p.as_ref().clone()),
-                _ => None,
-            })
-            .collect();
+        let (mut nps, mut gnps) = (Vec::new(), Vec::new());
+        for s in self.policies.values() {
+            match s {
+                Source::Network(np) => nps.push(np.as_ref().clone()),
+                Source::Global(p) => gnps.push(p.as_ref().clone()),
+            }
+        }
         let (mut compiled, _) = compile_all(&self.model, &nps, &gnps);
         compiled.sort_by(|a, b| a.id.cmp(&b.id));
         let text = render_node(&compiled, &self.model, NODE);
