@@ -24,7 +24,7 @@ show() {
 }
 
 step "a 3-node dual-stack lab: underlay + etcd namespace, one namespace per node running trellis-agent"
-show "$LAB" up --name "$NAME" --nodes 3 --dual-stack --policy
+show "$LAB" up --name "$NAME" --nodes 3 --dual-stack
 
 step "two pods per node, each wired by the trellis CNI plugin"
 for n in 1 2 3; do

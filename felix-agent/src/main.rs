@@ -62,10 +62,10 @@ struct Args {
     /// BGPPeers), this node's blocks advertised, learned routes installed (protocol 81).
     #[arg(long, env = "TRELLIS_BGP")]
     bgp: bool,
-    /// Enforce NetworkPolicy (nftables, `table inet trellis`). Off by default while the
-    /// conformance suite is being completed.
-    #[arg(long, env = "TRELLIS_POLICY")]
-    policy: bool,
+    /// Do not enforce NetworkPolicy (GlobalNetworkPolicy, pod anti-spoofing): leaves `table
+    /// inet trellis`'s policy chains alone. Enforcement is on by default, as in Calico.
+    #[arg(long, env = "TRELLIS_NO_POLICY")]
+    no_policy: bool,
     /// Seconds between full re-reads of the kernel state the agent owns.
     #[arg(long, default_value_t = 90)]
     resync_seconds: u64,
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             dataplane::run::run(ds, config, &mut nl, &nft, metrics, status).await;
         }))
     };
-    let policy_task = if args.policy && !args.no_dataplane {
+    let policy_task = if !args.no_policy && !args.no_dataplane {
         let config = trellis_agent::policy::run::PolicyConfig {
             node_name: node.clone(),
         };

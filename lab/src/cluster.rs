@@ -625,8 +625,8 @@ fn start_agent(lab: &LabState, agent: &Path, node: &NodeState) -> anyhow::Result
     if lab.bgp {
         args.push("--bgp".into());
     }
-    if lab.policy {
-        args.push("--policy".into());
+    if !lab.policy {
+        args.push("--no-policy".into());
     }
     let log = state::dir(&lab.name).join(&node.name).join("agent.log");
     // The log is appended to: a restarted agent's lines follow the previous one's.

@@ -59,9 +59,13 @@ enum Cmd {
         /// instead of the node-to-node mesh.
         #[arg(long, value_enum)]
         route_reflector: Option<rr::Reflector>,
-        /// Agents enforce NetworkPolicy (`trellis-agent --policy`): label pods with
-        /// `pod add --labels`, add Namespace and NetworkPolicy objects with `ctl -- apply`.
-        #[arg(long)]
+        /// Agents do not enforce NetworkPolicy (`trellis-agent --no-policy`). By default they
+        /// do: label pods with `pod add --labels`, add Namespace and NetworkPolicy objects with
+        /// `ctl -- apply`.
+        #[arg(long, overrides_with = "policy")]
+        no_policy: bool,
+        /// Agents enforce NetworkPolicy (the default; overrides an earlier --no-policy).
+        #[arg(long, overrides_with = "no_policy")]
         policy: bool,
         /// Where trellis, trellis-agent and trellisctl are (default: next to trellis-lab).
         #[arg(long)]
@@ -178,7 +182,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dual_stack,
             bgp,
             route_reflector,
-            policy,
+            no_policy,
+            policy: _,
             bin_dir,
         } => {
             let bin_dir = match bin_dir {
@@ -196,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dual_stack,
                 bgp,
                 route_reflector,
-                policy,
+                policy: !no_policy,
                 bin_dir,
             };
             match cluster::up(&args) {

@@ -55,8 +55,8 @@ pub struct LabState {
     /// Agents run `--bgp`.
     #[serde(default)]
     pub bgp: bool,
-    /// Agents enforce NetworkPolicy (`--policy`).
-    #[serde(default)]
+    /// Agents enforce NetworkPolicy (unless `up --no-policy`).
+    #[serde(default = "enforced")]
     pub policy: bool,
     /// BIRD, the BGP ToR router of a `--bgp` lab with two subnets or the route reflector of a
     /// `--route-reflector bird` one (0: none).
@@ -121,4 +121,9 @@ impl LabState {
             .find(|p| p.namespace == ns && p.name == name)
             .ok_or_else(|| anyhow::anyhow!("lab {} has no pod {ns}/{name}", self.name))
     }
+}
+
+/// Labs written before policy was on by default enforce it now too.
+fn enforced() -> bool {
+    true
 }
