@@ -32,9 +32,14 @@ impl Ns {
     }
 
     fn set(&self, name: &str) -> Vec<String> {
+        let kind = if name.ends_with("-dispatch") {
+            "map"
+        } else {
+            "set"
+        };
         let out = must_in_ns(
             &self.0,
-            &["nft", "-j", "list", "set", "inet", "trellis", name],
+            &["nft", "-j", "list", kind, "inet", "trellis", name],
         );
         // The elements in JSON, sorted: order is the kernel's business.
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -42,7 +47,7 @@ impl Ns {
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|o| o.get("set"))
+            .filter_map(|o| o.get(kind))
             .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
             .map(|e| e.to_string())
             .collect();
@@ -120,37 +125,56 @@ fn element_batches_do_what_nft_does_and_a_refused_one_changes_nothing() {
     by_nft.nft(&tx.text);
     engine.committed(tx);
     let mut writer = ElementWriter::open(Some(&by_netlink.0)).unwrap();
-    // Relabels back and forth, a pod gone, a pod come: elements only, every kind of set
-    // (ifname, addresses of both families, ifname . address, address . proto . port).
+    // Relabels back and forth, a pod gone, a pod come: elements only, every kind of set and
+    // map (ifname, addresses of both families, ifname . address, address . proto . port,
+    // ifname : verdict), except when a pod's combination of policies is new (a dispatch
+    // chain to make): that goes through nft on both sides.
     let mut sent = 0;
-    for (n, role) in [
+    let mut structural = 0;
+    let mut map_ops = 0;
+    let steps = [
         (2, "server"),
         (3, "server"),
-        (4, "server"),
         (2, "client"),
+        (3, "client"),
+        (2, "server"),
+        (3, "server"),
         (5, ""),
-    ] {
+        (8, "client"),
+    ];
+    for (n, role) in steps {
         let e = (!role.is_empty()).then(|| pod(n, role));
         engine.set_endpoint(pod(n, "client").key, e);
         let tx = engine.transaction().unwrap();
-        let ops = tx.elements.clone().expect("a pod change is elements only");
-        writer
-            .apply(&ops)
-            .unwrap_or_else(|e| panic!("{e}\n{}", tx.text));
+        match tx.elements.clone() {
+            Some(ops) => {
+                writer
+                    .apply(&ops)
+                    .unwrap_or_else(|e| panic!("{e}\n{}", tx.text));
+                sent += ops.len();
+                map_ops += ops.iter().filter(|o| o.ty.contains(" : ")).count();
+            }
+            None => {
+                by_netlink.nft(&tx.text);
+                structural += 1;
+            }
+        }
         by_nft.nft(&tx.text);
-        sent += ops.len();
         engine.committed(tx);
     }
-    engine.set_endpoint(pod(8, "client").key, Some(pod(8, "client")));
-    let tx = engine.transaction().unwrap();
-    writer.apply(tx.elements.as_ref().unwrap()).unwrap();
-    by_nft.nft(&tx.text);
-    engine.committed(tx);
+    assert!(
+        structural <= 2,
+        "{structural} transactions made dispatch chains"
+    );
+    assert!(map_ops > 0, "no verdict map element went over netlink");
     assert!(sent > 10, "{sent} element operations");
-    let listing = must_in_ns(&by_nft.0, &["nft", "list", "sets", "inet"]);
+    let listing = must_in_ns(&by_nft.0, &["nft", "list", "table", "inet", "trellis"]);
     let names: Vec<&str> = listing
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("set "))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("set ").or_else(|| l.strip_prefix("map "))
+        })
         .map(|l| l.trim_end_matches(" {"))
         .collect();
     assert!(names.len() >= 10, "{listing}");

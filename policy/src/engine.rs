@@ -27,11 +27,15 @@ use crate::compile::CompileError;
 use crate::ir::{CompiledPolicy, PolicyId};
 use crate::model::{Endpoint, EndpointKey, Labels, Model};
 use crate::render::{
-    render_dispatch, render_policy, write_changes, write_whole, ElementOp, Objects, TABLE,
+    is_via_chain, render_dispatch, render_policy, write_changes, write_whole, Chain, ElementOp,
+    Objects, TABLE,
 };
 use crate::{compile_global_policy, compile_network_policy};
 
 mod membership;
+
+/// Dispatch chains kept beyond the ones in use (see `Engine::with_unused_vias`).
+const UNUSED_VIAS: usize = 64;
 
 use membership::move_endpoint;
 
@@ -349,16 +353,29 @@ impl Engine {
             .local
             .iter()
             .filter_map(|k| self.model.endpoints.get(k));
-        let dispatch = render_dispatch(&pairs, local);
+        let mut dispatch = render_dispatch(&pairs, local);
         let changes = if self.whole {
             None
         } else {
-            let mut diff: Vec<(Option<&Objects>, Option<&Objects>)> = rendered
+            // The dispatch first: its chains jump to the policies' chains, so they must be
+            // deleted before those.
+            let diff_with = |dispatch: &Objects| {
+                let mut diff = vec![(self.applied_dispatch.as_ref(), Some(dispatch))];
+                diff.extend(
+                    rendered
+                        .iter()
+                        .map(|(id, new)| (self.applied.get(*id), new.as_ref())),
+                );
+                write_changes(&diff)
+            };
+            // Dispatch chains no interface uses any more stay (a pod relabelled back finds
+            // its chain, and the change is elements only), up to a bound past which they go.
+            let live: BTreeSet<&str> = pairs
                 .iter()
-                .map(|(id, new)| (self.applied.get(*id), new.as_ref()))
+                .flat_map(|(_, o)| o.chains.iter().map(|c| c.name.as_str()))
                 .collect();
-            diff.push((self.applied_dispatch.as_ref(), Some(&dispatch)));
-            write_changes(&diff)
+            dispatch = self.with_unused_vias(dispatch, &live);
+            diff_with(&dispatch)
         };
         let (text, whole, elements) = match changes {
             Some(c) => (c.text, false, c.elements),
@@ -381,6 +398,39 @@ impl Engine {
         })
     }
 
+    /// `dispatch` plus the dispatch chains the kernel has that it no longer uses, unless there
+    /// are more of those than [`UNUSED_VIAS`] beyond the used ones. Only those whose policy
+    /// chains are all `live` stay: a chain cannot be deleted while another jumps to it.
+    fn with_unused_vias(&self, mut dispatch: Objects, live: &BTreeSet<&str>) -> Objects {
+        let Some(applied) = &self.applied_dispatch else {
+            return dispatch;
+        };
+        let unused: Vec<&Chain> = applied
+            .chains
+            .iter()
+            .filter(|c| is_via_chain(&c.name) && !dispatch.chains.iter().any(|n| n.name == c.name))
+            .filter(|c| {
+                c.rules.iter().all(|r| {
+                    r.split_once(" jump ")
+                        .is_none_or(|(_, target)| live.contains(target.trim()))
+                })
+            })
+            .collect();
+        let used = dispatch
+            .chains
+            .iter()
+            .filter(|c| is_via_chain(&c.name))
+            .count();
+        if unused.len() > used + UNUSED_VIAS {
+            return dispatch;
+        }
+        // Before the base chains, as when they were made.
+        for c in unused.into_iter().rev() {
+            dispatch.chains.insert(0, c.clone());
+        }
+        dispatch
+    }
+
     /// Everything in `parts`, and deletions of the policy objects the kernel has beyond them.
     fn whole_text(&self, parts: &[&Objects]) -> String {
         let mut text = write_whole(parts);
@@ -396,7 +446,11 @@ impl Engine {
             chains.extend(o.chains.iter().map(|c| c.name.as_str()));
             sets.extend(o.sets.keys().map(String::as_str));
         }
-        for c in chains.difference(&keep_chains) {
+        // Dispatch chains first: they jump to the policies' chains.
+        let gone: Vec<&&str> = chains.difference(&keep_chains).collect();
+        let (vias, others): (Vec<&&str>, Vec<&&str>) =
+            gone.into_iter().partition(|c| is_via_chain(c));
+        for c in vias.into_iter().chain(others) {
             let _ = writeln!(text, "delete chain {TABLE} {c}");
         }
         for s in sets.difference(&keep_sets) {

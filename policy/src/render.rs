@@ -10,8 +10,10 @@
 //!  chain from-endpoint / to-endpoint
 //!    (anti-spoofing: a pod's packets carry its own address: iifname . saddr in @endpoint-addrs)
 //!    clear the decision bits of the mark
-//!    for each policy in order: IFNAME in @<policy>-<dir>-selected, no decision yet: jump
-//!    no decision and IFNAME in @<dir>-isolated: drop
+//!    IFNAME vmap @<dir>-dispatch        interface -> jump <dir>-via-<hash>, for interfaces
+//!                                       that some policy selects (others: no verdict, accept)
+//!  chain <dir>-via-<hash>: the policies selecting those interfaces, in order:
+//!    no decision yet: jump <policy>-<dir>; ...; still no decision: drop
 //!  chain <policy>-<dir>: one rule per (rule, family, port alternative):
 //!    [saddr|daddr in @<policy>-<dir>-r<N>-peer4/6] [port match] -> decision
 //!    GlobalNetworkPolicy rules add, each only when the rule has it:
@@ -128,10 +130,30 @@ pub fn render_policy(p: &CompiledPolicy, model: &Model, node: &str) -> Objects {
     out
 }
 
-/// The objects every policy hangs off: the hook, the dispatch chains that send a local pod's
-/// packets through the policies selecting it in order, the isolation sets (every interface a
-/// policy selects, taken from the policies' own selected sets) and the anti-spoofing sets of
-/// the `local` endpoints. `policies` are in evaluation order, each with its rendered objects.
+/// The name of the chain that runs, in order, the policy chains `chains` of direction `tag`.
+fn via_chain(tag: &str, chains: &[String]) -> String {
+    let h = chains
+        .iter()
+        .flat_map(|c| c.bytes().chain([b' ']))
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    format!("{tag}-via-{h:08x}")
+}
+
+/// Whether `name` is a dispatch chain made by [`render_dispatch`] for some combination of
+/// policies (`eg-via-…`, `in-via-…`).
+pub fn is_via_chain(name: &str) -> bool {
+    name.starts_with("eg-via-") || name.starts_with("in-via-")
+}
+
+/// The objects every policy hangs off: the hook; the anti-spoofing sets of the `local`
+/// endpoints; and per direction a verdict map from each local interface that some policy
+/// selects to the chain running exactly the policies that select it, in order, then dropping
+/// what none of them allowed. Interfaces with the same policies share that chain, so a pod
+/// relabelled into a combination another pod already has is map elements only. `policies`
+/// are in evaluation order, each with its rendered objects (their selected sets say which
+/// local interfaces they apply to).
 pub fn render_dispatch<'a>(
     policies: &[(&CompiledPolicy, &Objects)],
     local: impl IntoIterator<Item = &'a Endpoint>,
@@ -151,40 +173,55 @@ pub fn render_dispatch<'a>(
             out.add_element(set, format!("{} . {ip}", quote(&e.iface)));
         }
     }
+    let clear = format!("meta mark set meta mark & {:#010x}", !MARK_DECIDED);
     for d in DIRECTIONS {
         let tag = dir_tag(d);
         let (ifkey, base) = match d {
             Direction::Egress => ("iifname", "from-endpoint"),
             Direction::Ingress => ("oifname", "to-endpoint"),
         };
-        let isolated = format!("{tag}-isolated");
-        out.define_set(&isolated, "ifname", false);
+        // Interface -> the policy chains that apply to it, in order.
+        let mut applying: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (p, objects) in policies {
+            if p.direction(d).is_none() {
+                continue;
+            }
+            let Some(set) = objects.sets.get(&selected_set(p, d)) else {
+                continue;
+            };
+            for iface in &set.elements {
+                applying
+                    .entry(iface)
+                    .or_default()
+                    .push(format!("{}-{tag}", policy_name(&p.id)));
+            }
+        }
+        let map = format!("{tag}-dispatch");
+        out.define_set(&map, "ifname : verdict", false);
+        let mut vias = std::collections::BTreeMap::new();
+        for (iface, chains) in &applying {
+            let via = via_chain(tag, chains);
+            out.add_element(&map, format!("{iface} : jump {via}"));
+            vias.entry(via).or_insert(chains);
+        }
+        for (via, chains) in vias {
+            let mut rules: Vec<String> = chains
+                .iter()
+                .map(|c| format!("meta mark & {MARK_DECIDED:#010x} == 0 jump {c}"))
+                .collect();
+            // Some policy applies: what none allowed (or passed) is dropped.
+            rules.push(format!("meta mark & {MARK_DECIDED:#010x} == 0 drop"));
+            out.add_chain(via, String::new(), rules);
+        }
         let mut rules = Vec::new();
         if d == Direction::Egress {
             rules.push("meta nfproto ipv4 iifname . ip saddr != @endpoint-addrs4 drop".to_string());
             rules
                 .push("meta nfproto ipv6 iifname . ip6 saddr != @endpoint-addrs6 drop".to_string());
         }
-        rules.push(format!("meta mark set meta mark & {:#010x}", !MARK_DECIDED));
-        for (p, objects) in policies {
-            if p.direction(d).is_none() {
-                continue;
-            }
-            let selected = selected_set(p, d);
-            if let Some(set) = objects.sets.get(&selected) {
-                for i in &set.elements {
-                    out.add_element(&isolated, i.clone());
-                }
-            }
-            rules.push(format!(
-                "meta mark & {MARK_DECIDED:#010x} == 0 {ifkey} @{selected} jump {}-{tag}",
-                policy_name(&p.id)
-            ));
-        }
-        rules.push(format!(
-            "meta mark & {MARK_DECIDED:#010x} == 0 {ifkey} @{isolated} drop"
-        ));
-        rules.push(format!("meta mark set meta mark & {:#010x}", !MARK_DECIDED));
+        rules.push(clear.clone());
+        rules.push(format!("{ifkey} vmap @{map}"));
+        rules.push(clear.clone());
         out.add_chain(base.to_string(), String::new(), rules);
     }
     out.add_chain(

@@ -40,7 +40,13 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+/// `NFT_JUMP`, -3 as the kernel's u32.
+const NFT_JUMP: u32 = -3i32 as u32;
 const NLA_F_NESTED: u16 = 0x8000;
 /// The table's name inside `inet` (see `trellis_policy::render::TABLE`).
 const TABLE_NAME: &str = "trellis";
@@ -48,6 +54,26 @@ const TABLE_NAME: &str = "trellis";
 const PER_MESSAGE: usize = 512;
 /// Larger batches go through `nft -f` (the socket's send buffer bounds one batch).
 pub const MAX_BATCH_BYTES: usize = 128 * 1024;
+
+/// One element: its key bytes, and for a verdict map the chain it jumps to.
+pub fn encode_element(ty: &str, element: &str) -> Result<(Vec<u8>, Option<String>), String> {
+    let Some((key_ty, data_ty)) = ty.split_once(" : ") else {
+        return Ok((encode_key(ty, element)?, None));
+    };
+    if data_ty != "verdict" {
+        return Err(format!(
+            "map type {ty:?}: only verdict maps are supported here"
+        ));
+    }
+    let (key, data) = element
+        .split_once(" : ")
+        .ok_or_else(|| format!("element {element:?} of map type {ty:?} has no data"))?;
+    let chain = data
+        .strip_prefix("jump ")
+        .filter(|c| !c.is_empty() && !c.contains(' '))
+        .ok_or_else(|| format!("element {element:?}: only `jump CHAIN` verdicts are supported"))?;
+    Ok((encode_key(key_ty, key)?, Some(chain.to_string())))
+}
 
 /// The key bytes of `element` (nft syntax, as the renderer writes it) in a set of type `ty`.
 pub fn encode_key(ty: &str, element: &str) -> Result<Vec<u8>, String> {
@@ -166,7 +192,7 @@ pub fn encode_batch(ops: &[ElementOp], seq: u32) -> Result<(Vec<u8>, u32), Strin
         let keys = op
             .elements
             .iter()
-            .map(|e| encode_key(&op.ty, e).map_err(|e| format!("set {}: {e}", op.set)))
+            .map(|e| encode_element(&op.ty, e).map_err(|e| format!("set {}: {e}", op.set)))
             .collect::<Result<Vec<_>, _>>()?;
         let (kind, flags) = if op.delete {
             (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
@@ -181,9 +207,17 @@ pub fn encode_batch(ops: &[ElementOp], seq: u32) -> Result<(Vec<u8>, u32), Strin
                 attr(b, NFTA_SET_ELEM_LIST_SET, &cstring(&op.set));
                 let mut inner = Ok(());
                 nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
-                    for key in chunk {
+                    for (key, jump) in chunk {
                         let r = nested(b, NFTA_LIST_ELEM, |b| {
                             let _ = nested(b, NFTA_SET_ELEM_KEY, |b| attr(b, NFTA_DATA_VALUE, key));
+                            if let Some(chain) = jump {
+                                let _ = nested(b, NFTA_SET_ELEM_DATA, |b| {
+                                    let _ = nested(b, NFTA_DATA_VERDICT, |b| {
+                                        attr(b, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+                                        attr(b, NFTA_VERDICT_CHAIN, &cstring(chain));
+                                    });
+                                });
+                            }
                         });
                         if r.is_err() {
                             inner = r;
@@ -335,6 +369,21 @@ mod tests {
             .unwrap(),
             [10, 0, 1, 2, 6, 0, 0, 0, 0, 80, 0, 0]
         );
+    }
+
+    #[test]
+    fn verdict_map_elements_carry_their_chain() {
+        let (key, chain) = encode_element("ifname : verdict", "\"trlxa\" : jump eg-via-1").unwrap();
+        assert_eq!(&key[..5], b"trlxa");
+        assert_eq!(chain.as_deref(), Some("eg-via-1"));
+        assert_eq!(encode_element("ipv4_addr", "10.0.0.1").unwrap().1, None);
+        for (ty, e) in [
+            ("ifname : verdict", "\"x\""),
+            ("ifname : verdict", "\"x\" : accept"),
+            ("ifname : mark", "\"x\" : 1"),
+        ] {
+            assert!(encode_element(ty, e).is_err(), "{ty} {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The policy chains and sets a previous run left in the kernel, found by name in `nft list
 //! table` (policy objects are named `np-*` and `gnp-*`, see
-//! `trellis_policy::render::policy_name`); the engine's first transaction deletes those it
+//! `trellis_policy::render::policy_name`, and dispatch chains `eg-via-*`, `in-via-*`); the engine's first transaction deletes those it
 //! does not recreate. Pure.
 
 use std::collections::BTreeSet;
@@ -13,7 +13,9 @@ pub struct Owned {
 }
 
 fn is_policy_object(name: &str) -> bool {
-    name.starts_with("np-") || name.starts_with("gnp-")
+    name.starts_with("np-")
+        || name.starts_with("gnp-")
+        || trellis_policy::render::is_via_chain(name)
 }
 
 impl Owned {
@@ -60,11 +62,11 @@ mod tests {
         let found = Owned::of_listing(
             "table inet trellis {\n\tset masq-pools4 {\n\t}\n\tset np-1-in-selected {\n\t}\n\
              \tset gnp-1-in-r0-peer4 {\n\t}\n\tchain np-1-in {\n\t}\n\tchain gnp-2-in {\n\t}\n\
-             \tchain from-endpoint {\n\t}\n}\n",
+             \tchain from-endpoint {\n\t}\n\tchain in-via-0a1b2c3d {\n\t}\n}\n",
         );
         assert_eq!(
             found.chains.into_iter().collect::<Vec<_>>(),
-            ["gnp-2-in", "np-1-in"]
+            ["gnp-2-in", "in-via-0a1b2c3d", "np-1-in"]
         );
         assert_eq!(
             found.sets.into_iter().collect::<Vec<_>>(),

@@ -19,6 +19,21 @@ pub struct Set {
     pub elements: BTreeSet<String>,
 }
 
+impl Set {
+    /// A map (`type KEY : DATA`) or a plain set.
+    pub fn is_map(&self) -> bool {
+        self.ty.contains(" : ")
+    }
+
+    fn keyword(&self) -> &'static str {
+        if self.is_map() {
+            "map"
+        } else {
+            "set"
+        }
+    }
+}
+
 /// A regular or base chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
@@ -73,16 +88,21 @@ impl Objects {
 /// flushed and refilled, so that one transaction swaps old contents for new atomically.
 pub fn write_whole(parts: &[&Objects]) -> String {
     let mut out = format!("add table {TABLE}\n");
+    // Chains first, empty: map elements jump to them.
+    for p in parts {
+        for c in &p.chains {
+            declare_chain(&mut out, c);
+        }
+    }
     for p in parts {
         for (name, set) in &p.sets {
             declare_set(&mut out, name, set);
-            let _ = writeln!(out, "flush set {TABLE} {name}");
+            let _ = writeln!(out, "flush {} {TABLE} {name}", set.keyword());
             elements(&mut out, "add", name, set.elements.iter());
         }
     }
     for p in parts {
         for c in &p.chains {
-            declare_chain(&mut out, c);
             let _ = writeln!(out, "flush chain {TABLE} {}", c.name);
             rules(&mut out, c);
         }
@@ -117,6 +137,7 @@ pub struct Changes {
 /// type or a chain its spec, which only the whole form can express.
 pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<Changes> {
     let empty = Objects::default();
+    let mut declares = String::new();
     let mut sets = String::new();
     let mut chains = String::new();
     let mut gone_chains = String::new();
@@ -133,7 +154,7 @@ pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<C
                     }
                     if set.interval {
                         only_elements = false;
-                        let _ = writeln!(sets, "flush set {TABLE} {name}");
+                        let _ = writeln!(sets, "flush {} {TABLE} {name}", set.keyword());
                         elements(&mut sets, "add", name, set.elements.iter());
                         continue;
                     }
@@ -171,7 +192,8 @@ pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<C
                     rules(&mut chains, c);
                 }
                 None => {
-                    declare_chain(&mut chains, c);
+                    // Declared before the elements, which may jump to it.
+                    declare_chain(&mut declares, c);
                     rules(&mut chains, c);
                 }
             }
@@ -181,15 +203,16 @@ pub fn write_changes(pairs: &[(Option<&Objects>, Option<&Objects>)]) -> Option<C
                 let _ = writeln!(gone_chains, "delete chain {TABLE} {}", c.name);
             }
         }
-        for name in old.sets.keys() {
+        for (name, set) in &old.sets {
             if !new.sets.contains_key(name) {
-                let _ = writeln!(gone_sets, "delete set {TABLE} {name}");
+                let _ = writeln!(gone_sets, "delete {} {TABLE} {name}", set.keyword());
             }
         }
     }
-    only_elements &= chains.is_empty() && gone_chains.is_empty() && gone_sets.is_empty();
+    only_elements &=
+        declares.is_empty() && chains.is_empty() && gone_chains.is_empty() && gone_sets.is_empty();
     Some(Changes {
-        text: format!("{sets}{chains}{gone_chains}{gone_sets}"),
+        text: format!("{declares}{sets}{chains}{gone_chains}{gone_sets}"),
         elements: only_elements.then_some(ops),
     })
 }
@@ -200,7 +223,12 @@ fn declare_set(out: &mut String, name: &str, set: &Set) {
     } else {
         ""
     };
-    let _ = writeln!(out, "add set {TABLE} {name} {{ type {};{flags} }}", set.ty);
+    let _ = writeln!(
+        out,
+        "add {} {TABLE} {name} {{ type {};{flags} }}",
+        set.keyword(),
+        set.ty
+    );
 }
 
 fn declare_chain(out: &mut String, c: &Chain) {
