@@ -8,6 +8,7 @@ mod kinds;
 mod label;
 mod node_status;
 mod policy_trace;
+mod ports;
 mod table;
 
 use std::net::IpAddr;
@@ -87,6 +88,15 @@ enum Command {
         name: String,
         #[arg(required = true)]
         changes: Vec<String>,
+    },
+    /// Replace the named container ports of a pod (NAME=PORT[/PROTO], TCP by default; none
+    /// clears them), what NetworkPolicy named ports resolve against.
+    Ports {
+        /// `pod`: the pod's workload endpoints.
+        kind: String,
+        /// NAMESPACE/POD
+        name: String,
+        ports: Vec<String>,
     },
     /// NetworkPolicy tools.
     Policy {
@@ -265,6 +275,22 @@ async fn run_with_datastore(connect: &ConnectArgs, command: Command) -> anyhow::
             let n = label::label_pod(ds, ns, pod, &changes).await?;
             println!(
                 "pod {ns}/{pod} labelled ({n} endpoint{})",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        Command::Ports { kind, name, ports } => {
+            if !matches!(kind.as_str(), "pod" | "pods" | "po") {
+                anyhow::bail!("ports: only pods have ports here, got kind {kind:?}");
+            }
+            let (ns, pod) = name
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("ports: {name:?} is not NAMESPACE/POD"))?;
+            let parsed = ports::parse_ports(&ports)?;
+            let n = ports::set_pod_ports(ds, ns, pod, &ports, &parsed).await?;
+            println!(
+                "pod {ns}/{pod}: {} port{} ({n} endpoint{})",
+                parsed.len(),
+                if parsed.len() == 1 { "" } else { "s" },
                 if n == 1 { "" } else { "s" }
             );
         }

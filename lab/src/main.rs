@@ -118,6 +118,10 @@ enum PodCmd {
         /// k=v,k=v
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
+        /// Named container ports, NAME=PORT[/PROTO],... (`trellisctl ports pod`), what
+        /// NetworkPolicy named ports resolve against.
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<String>,
     },
     Del {
         name: String,
@@ -224,6 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 node,
                 pod,
                 labels,
+                ports,
             } => {
                 let mut lab = LabState::load(&name)?;
                 let labels = labels
@@ -234,7 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .ok_or_else(|| anyhow::anyhow!("label {kv:?} is not k=v"))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let p = pods::add(&mut lab, &node, &pod, labels)?;
+                let p = pods::add(&mut lab, &node, &pod, labels, &ports)?;
                 println!(
                     "{}/{} on {}: {}",
                     p.namespace,

@@ -72,6 +72,7 @@ pub fn add(
     node: &str,
     pod: &str,
     labels: Vec<(String, String)>,
+    ports: &[String],
 ) -> anyhow::Result<PodState> {
     let (ns, name) = split(pod)?;
     lab.node(node)?;
@@ -108,10 +109,19 @@ pub fn add(
             return Err(e);
         }
     }
+    // The orchestrator's part: the pod's labels and named container ports on its workload
+    // endpoint, where policy selectors and named ports look. A failure leaves no half-labelled
+    // pod behind.
+    let mut steps: Vec<(&str, Vec<String>)> = Vec::new();
     if !p.labels.is_empty() {
-        // The orchestrator's part: the pod's labels on its workload endpoint, where policy
-        // selectors look. A failure leaves no half-labelled pod behind.
-        if let Err(e) = label(lab, &p) {
+        let kvs = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        steps.push(("label", kvs));
+    }
+    if !ports.is_empty() {
+        steps.push(("ports", ports.to_vec()));
+    }
+    for (command, items) in steps {
+        if let Err(e) = ctl_pod(lab, &p, command, &items) {
             let _ = cni(lab, &p, "DEL");
             let _ = sh::run("ip", &["netns", "del", &netns]);
             return Err(e);
@@ -122,11 +132,11 @@ pub fn add(
     Ok(p)
 }
 
-/// `trellisctl label pod NS/POD k=v...` against the lab's datastore.
-fn label(lab: &LabState, p: &PodState) -> anyhow::Result<()> {
+/// `trellisctl COMMAND pod NS/POD ITEMS...` (`label` k=v..., `ports` NAME=PORT/PROTO...) against
+/// the lab's datastore.
+fn ctl_pod(lab: &LabState, p: &PodState, command: &str, items: &[String]) -> anyhow::Result<()> {
     let ctl = crate::cluster::binary(&lab.bin_dir, "trellisctl")?;
     let pod = format!("{}/{}", p.namespace, p.name);
-    let kvs: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut args = vec![
         "netns",
         "exec",
@@ -134,11 +144,11 @@ fn label(lab: &LabState, p: &PodState) -> anyhow::Result<()> {
         ctl.to_str().unwrap_or("trellisctl"),
         "--etcd-endpoints",
         "http://127.0.0.1:2379",
-        "label",
+        command,
         "pod",
         pod.as_str(),
     ];
-    args.extend(kvs.iter().map(String::as_str));
+    args.extend(items.iter().map(String::as_str));
     sh::run("ip", &args).map(|_| ())
 }
 

@@ -80,6 +80,31 @@ impl fmt::Display for Port {
     }
 }
 
+/// `NAME=PORT/PROTO` for `trellis-lab pod add --ports`, with the e2e suite's container port name
+/// (`serve-80-tcp`, model.go `Container.PortName`), which its named-port cases refer to.
+fn named_port(port: Port) -> String {
+    format!(
+        "{}={}/{}",
+        port_name(port),
+        port.port,
+        port.proto.to_string().to_uppercase()
+    )
+}
+
+/// The name every pod gives `port`: `serve-80-tcp`, `serve-81-udp`...
+pub fn port_name(port: Port) -> String {
+    format!("serve-{}-{}", port.port, port.proto)
+}
+
+/// Every pod's named ports as `trellisctl ports pod` items: [`port_name`] of TCP, UDP and SCTP
+/// on each of [`SERVED_PORTS`] (`serve-80-tcp=80/TCP`...).
+pub fn named_ports() -> Vec<String> {
+    [Proto::Tcp, Proto::Udp, Proto::Sctp]
+        .iter()
+        .flat_map(|&proto| SERVED_PORTS.map(|port| named_port(Port { proto, port })))
+        .collect()
+}
+
 /// Whether pod `id` (`NS/POD`) matches `selector`: `x/a` one pod, `x/*` a namespace, `*/a` a
 /// pod name in every namespace, `*` (or `*/*`) all; the e2e suite's `Peer{Namespace, Pod}`.
 fn selects(selector: &str, id: &str) -> bool {
@@ -375,7 +400,9 @@ pub struct NetpolLab {
 
 impl NetpolLab {
     /// 3 nodes over VXLAN, namespaces x, y, z labelled `ns: NAME`, pods a, b, c in each
-    /// labelled `pod: NAME` (a on node-1, b on node-2, c on node-3), all serving.
+    /// labelled `pod: NAME` (a on node-1, b on node-2, c on node-3), all serving, each with the
+    /// e2e suite's named container ports ([`port_name`]: `serve-80-tcp`... for TCP, UDP and
+    /// SCTP, 80 and 81).
     pub fn up() -> NetpolLab {
         require_root_and_binaries("the lab creates network namespaces");
         // Tests of one binary run in parallel: each lab gets its own name.
@@ -403,6 +430,7 @@ impl NetpolLab {
         lab.apply(&namespaces);
         let ports: Vec<String> = SERVED_PORTS.iter().map(u16::to_string).collect();
         let ports = ports.join(",");
+        let named_ports = named_ports().join(",");
         for ns in NAMESPACES {
             for (i, pod) in PODS.iter().enumerate() {
                 let id = format!("{ns}/{pod}");
@@ -415,6 +443,8 @@ impl NetpolLab {
                     &id,
                     "--labels",
                     &format!("pod={pod}"),
+                    "--ports",
+                    &named_ports,
                 ]);
                 let ip = out
                     .split_whitespace()
