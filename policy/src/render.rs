@@ -104,9 +104,11 @@ pub fn render_policy(p: &CompiledPolicy, model: &Model, node: &str) -> Objects {
         let Some(pd) = p.direction(d) else { continue };
         let selected = selected_set(p, d);
         out.define_set(&selected, "ifname", false);
+        let mut local = std::collections::BTreeSet::new();
         for k in &pd.selected {
             if let Some(e) = model.endpoints.get(k).filter(|e| e.node == node) {
                 out.add_element(&selected, quote(&e.iface));
+                local.insert(k.clone());
             }
         }
         let chain = format!("{name}-{}", dir_tag(d));
@@ -119,6 +121,7 @@ pub fn render_policy(p: &CompiledPolicy, model: &Model, node: &str) -> Objects {
                 &format!("{chain}-r{}", r.index),
                 d,
                 r,
+                &local,
             );
         }
         out.add_chain(

@@ -11,7 +11,9 @@ use super::{block_ranges, quote, MARK_ALLOW, MARK_PASS};
 use crate::ir::{Action, CompiledRule, Direction, EntityMatch, IcmpMatch, IpFamily, PortMatch};
 use crate::model::{EndpointKey, Model};
 
-/// One compiled rule: a line per (address family, port alternative) as needed.
+/// One compiled rule: a line per (address family, port alternative) as needed. `local_dests`:
+/// in ingress, the packet's destination is one of these (the node's pods the policy selects),
+/// so a named port's set needs only their numbers, not every pod's in the cluster.
 pub(super) fn render_rule(
     out: &mut String,
     sets: &mut Objects,
@@ -19,6 +21,7 @@ pub(super) fn render_rule(
     prefix: &str,
     d: Direction,
     r: &CompiledRule,
+    local_dests: &BTreeSet<EndpointKey>,
 ) {
     let verdict = match r.action {
         Action::Allow => format!("meta mark set meta mark | {MARK_ALLOW:#010x} return"),
@@ -98,7 +101,10 @@ pub(super) fn render_rule(
                                 &format!("{ty} . inet_proto . inet_service"),
                                 false,
                             );
-                            for (k, port) in resolved {
+                            let dests = resolved
+                                .iter()
+                                .filter(|(k, _)| d == Direction::Egress || local_dests.contains(k));
+                            for (k, port) in dests {
                                 for ip in endpoint_ips(model, k) {
                                     if ip.is_ipv4() == v4 {
                                         sets.add_element(&set, format!("{ip} . {proto} . {port}"));
