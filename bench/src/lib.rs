@@ -7,5 +7,6 @@
 
 pub mod host;
 pub mod netns;
+pub mod policy_gen;
 pub mod report;
 pub mod stats;
