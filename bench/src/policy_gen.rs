@@ -171,4 +171,58 @@ mod tests {
         // A tenth of the policies select the server.
         assert_eq!(text.matches("values: [server]").count(), 4);
     }
+
+    /// The selections the benchmark relies on, as the compiler sees them: the server is
+    /// selected by a tenth of the policies plus `server-from-client`, and the relabel's two app
+    /// values put a local pod under different, non-empty sets of policies.
+    #[test]
+    fn the_compiler_selects_what_the_benchmark_expects() {
+        use trellis_policy::{resources, Direction, EndpointKey};
+
+        let s = Sizes {
+            policies: 1000,
+            endpoints: 2000,
+            nodes: 20,
+            namespaces: 50,
+        };
+        let selecting = |app: &str| {
+            // Endpoint 0 is local (node-0) and in ns0, as the relabels pick it.
+            let mut text = documents(&s);
+            text.push_str(&endpoint_yaml(&s, 0, app));
+            let docs = parse_documents(&text, "bench.yaml").unwrap();
+            let (mut namespaces, mut weps, mut nps) = (Vec::new(), Vec::new(), Vec::new());
+            for d in &docs {
+                match d {
+                    AnyResource::Namespace(n) => namespaces.push(n),
+                    AnyResource::WorkloadEndpoint(w) => weps.push(w),
+                    AnyResource::NetworkPolicy(p) => nps.push(p),
+                    _ => {}
+                }
+            }
+            let model = resources::model(namespaces, [], weps);
+            let (policies, problems) = resources::compile_all(&model, nps, []);
+            assert!(problems.is_empty(), "{problems:?}");
+            let of = |key: &EndpointKey| -> Vec<String> {
+                policies
+                    .iter()
+                    .filter(|p| {
+                        [Direction::Ingress, Direction::Egress]
+                            .into_iter()
+                            .filter_map(|d| p.direction(d))
+                            .any(|pd| pd.selected.contains(key))
+                    })
+                    .map(|p| p.id.to_string())
+                    .collect()
+            };
+            (
+                of(&EndpointKey::new("ns0", "server")),
+                of(&EndpointKey::new("ns0", "pod0")),
+            )
+        };
+        let (server, app0) = selecting("app0");
+        let (_, app50) = selecting("app50");
+        assert_eq!(server.len(), 101, "{server:?}");
+        assert!(!app0.is_empty() && !app50.is_empty());
+        assert_ne!(app0, app50);
+    }
 }
