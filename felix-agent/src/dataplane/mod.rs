@@ -33,6 +33,7 @@ pub mod vxlan;
 pub mod vxlan_apply;
 pub mod vxlan_msg;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -200,6 +201,18 @@ impl VxlanManager {
 
     pub fn view(&self) -> &ClusterView {
         &self.view
+    }
+
+    pub fn family(&self) -> VxlanFamily {
+        self.family
+    }
+
+    /// Whether the device is in the kernel, up, with `vtep` on it (as last read or written):
+    /// only then may other nodes be told to send to `vtep`.
+    pub fn serves(&self, vtep: IpAddr) -> bool {
+        self.executor
+            .observed_device()
+            .is_some_and(|d| d.up && d.addresses.iter().any(|a| a.addr() == vtep))
     }
 
     /// Why the last pass left the kernel alone, if it did.

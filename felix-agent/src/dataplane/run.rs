@@ -3,7 +3,7 @@
 //! ```text
 //!  Watcher(nodes/) ----\
 //!  Watcher(ipam/blocks/)-+--> Syncer --ClusterUpdate--> VxlanManager --complete_deferred_work--> netlink
-//!  Watcher(ippools/) --/          \--pool changed--> ensure_vtep, ensure_ipip_tunnel_addr (IPAM + Node)
+//!  Watcher(ippools/) --/          \--pool changed--> plan_vteps (IPAM), ensure_ipip_tunnel_addr (IPAM + Node)
 //!                                 \--ClusterUpdate--> IpipManager --netlink--> tunl0 + its routes
 //!                                 \--ClusterUpdate--> DirectRouteManager --netlink--> main table
 //!                                 \--ClusterUpdate--> NatManager --nft -f--> table inet trellis
@@ -16,7 +16,12 @@
 //! One pass, make before break: direct additions, IPIP additions, the VXLAN managers, IPIP
 //! deletions, direct deletions. Each kind of route has its own metric, so for a block switching
 //! between any two modes the new route is in the kernel before the old one goes.
+//!
+//! Across nodes, receive before send: a VTEP is allocated (`plan_vteps`) and its device built
+//! before it is recorded in the Node (`record_vteps`), family by family, because other nodes
+//! route to it as soon as they see it there.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +34,7 @@ use super::direct_apply::{DirectRouteManager, RouteNetlink};
 use super::ipip_apply::{IpipManager, IpipNetlink};
 use super::nat::{NatManager, Nft};
 use super::syncer::{Syncer, PREFIXES};
-use super::vtep::{ensure_ipip_tunnel_addr, ensure_vtep};
+use super::vtep::{ensure_ipip_tunnel_addr, plan_vteps, record_vteps, with_vteps, Vteps};
 use super::{ClusterUpdate, DataplaneStatus, VxlanConfig, VxlanFamily, VxlanManager, VxlanNetlink};
 use crate::metrics::Metrics;
 
@@ -69,13 +74,15 @@ pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
     let retry = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(retry);
     let mut retry_armed = false;
+    // VTEPs the devices are being built for, to record in the Node once they exist.
+    let mut unrecorded: Option<Vteps> = None;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
                 Some((prefix, Ok(ev))) => {
                     for u in syncer.on_event(prefix, ev) {
                         pools_changed |= matches!(u, ClusterUpdate::PoolUpdated(_) | ClusterUpdate::PoolDeleted(_));
-                        m.on_update(&u);
+                        m.on_update(&with_unrecorded(u, &node, &unrecorded));
                     }
                 }
                 Some((prefix, Err(e))) => tracing::warn!(%prefix, error = %e, "watch"),
@@ -90,14 +97,15 @@ pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
         let mut failed = false;
         if pools_changed {
             pools_changed = false;
-            match ensure_vtep(ds.as_ref(), &ipam, &node).await {
-                // The managers see the VTEP just recorded now, not when the watch brings the
-                // node back: other nodes may already be sending to it, so the device must not
-                // wait for that round trip.
+            match plan_vteps(ds.as_ref(), &ipam, &node).await {
+                // The managers build the devices from the VTEPs before they are recorded:
+                // other nodes send to a VTEP as soon as they see it in the Node, so its
+                // device must exist by then (recorded below, after the VXLAN pass).
                 Ok(vteps) => {
-                    if let Some(own) = vteps.node {
-                        m.on_update(&ClusterUpdate::NodeUpdated(own));
+                    if let Some(own) = &vteps.node {
+                        m.on_update(&ClusterUpdate::NodeUpdated(own.clone()));
                     }
+                    unrecorded = Some(vteps);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "VXLAN tunnel endpoint");
@@ -107,7 +115,11 @@ pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
             }
             match ensure_ipip_tunnel_addr(ds.as_ref(), &ipam, &node).await {
                 // As for the VTEP: tunl0 gets its address without waiting for the watch.
-                Ok(Some(own)) => m.on_update(&ClusterUpdate::NodeUpdated(own)),
+                Ok(Some(own)) => m.on_update(&with_unrecorded(
+                    ClusterUpdate::NodeUpdated(own),
+                    &node,
+                    &unrecorded,
+                )),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "IPIP tunnel address");
@@ -137,6 +149,7 @@ pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
                 .inc_by(m.ipip.last_stats().writes as u64);
             failed |= report(&metrics, res, "programming IPIP");
         }
+        let mut vxlan_failed = false;
         for manager in &mut m.vxlan {
             if !manager.has_pending_work() {
                 continue;
@@ -145,7 +158,11 @@ pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
             metrics
                 .dataplane_writes
                 .inc_by(manager.last_stats().writes as u64);
-            failed |= report(&metrics, res, "programming VXLAN");
+            vxlan_failed |= report(&metrics, res, "programming VXLAN");
+        }
+        failed |= vxlan_failed;
+        if let Some(vteps) = unrecorded.take() {
+            failed |= !record(ds.as_ref(), &node, vteps, &mut m, &mut unrecorded).await;
         }
         if ipip_work {
             let before = m.ipip.last_stats().writes;
@@ -181,6 +198,62 @@ pub async fn run<N: VxlanNetlink + RouteNetlink + IpipNetlink, F: Nft>(
         if let Some(at) = wake {
             retry.as_mut().reset(tokio::time::Instant::from_std(at));
         }
+    }
+}
+
+/// Records in this node's Node each VTEP of `vteps` whose device is up with it, and gives the
+/// managers the node as stored. The others (a device not made yet: its manager may not have
+/// seen the pool change that needs it, or failed) stay in `unrecorded` for a later pass, as do
+/// all of them when the write fails. Whether the write (if any) worked.
+async fn record(
+    ds: &dyn Datastore,
+    node: &str,
+    vteps: Vteps,
+    m: &mut Managers,
+    unrecorded: &mut Option<Vteps>,
+) -> bool {
+    let serves = |family: VxlanFamily, vtep: IpAddr| {
+        m.vxlan
+            .iter()
+            .any(|v| v.family() == family && v.serves(vtep))
+    };
+    let ready = Vteps {
+        v4: vteps.v4.filter(|a| serves(VxlanFamily::V4, IpAddr::V4(*a))),
+        v6: vteps.v6.filter(|a| serves(VxlanFamily::V6, IpAddr::V6(*a))),
+        node: None,
+    };
+    let waiting = Vteps {
+        v4: vteps.v4.filter(|_| ready.v4.is_none()),
+        v6: vteps.v6.filter(|_| ready.v6.is_none()),
+        node: None,
+    };
+    if waiting.v4.is_some() || waiting.v6.is_some() {
+        *unrecorded = Some(waiting);
+    }
+    match record_vteps(ds, node, &ready).await {
+        Ok(stored) => {
+            if let Some(own) = stored {
+                let own = ClusterUpdate::NodeUpdated(own);
+                m.on_update(&with_unrecorded(own, node, unrecorded));
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "recording the VXLAN tunnel endpoint");
+            *unrecorded = Some(vteps);
+            false
+        }
+    }
+}
+
+/// `u`, with the VTEPs not recorded yet put into this node's own Node: whatever else the
+/// stored node says, the managers keep building the devices for them.
+fn with_unrecorded(u: ClusterUpdate, node: &str, unrecorded: &Option<Vteps>) -> ClusterUpdate {
+    match (u, unrecorded) {
+        (ClusterUpdate::NodeUpdated(n), Some(vteps)) if n.metadata.name == node => {
+            ClusterUpdate::NodeUpdated(with_vteps(n, vteps))
+        }
+        (u, _) => u,
     }
 }
 
@@ -255,6 +328,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 mod tests {
     use super::*;
     use crate::dataplane::fake::FakeNetlink;
+    use crate::dataplane::vtep::{ensure_vtep, vtep_handle_v6};
     use trellis_datastore::codec;
     use trellis_datastore::memory::MemoryDatastore;
     use trellis_datastore::resources::node::{NodeAddress, NodeAddressType};
@@ -360,5 +434,69 @@ mod tests {
         );
         let report = trellis_ipam::check(ds.as_ref()).await.unwrap();
         assert!(report.is_clean(), "{report}");
+    }
+
+    /// Other nodes send to a VTEP as soon as the Node shows it: each family's VTEP is recorded
+    /// only once its device is up with it. Here vxlan6.trellis cannot be made: the IPv4 VTEP is
+    /// recorded, the IPv6 one is not (its address is held, so a later pass records the same).
+    #[tokio::test]
+    async fn a_vtep_is_not_recorded_before_its_device_exists() {
+        let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
+        for (name, cidr) in [("v4", "10.244.0.0/16"), ("v6", "fd00:244::/64")] {
+            let mut pool = IpPool::new(
+                ObjectMeta::named(name),
+                IpPoolSpec::new(cidr.parse().unwrap()),
+            );
+            pool.spec.vxlan_mode = EncapMode::Always;
+            put(ds.as_ref(), &format!("ippools/{name}"), &pool).await;
+        }
+        let mut n1 = node("node-1", "172.30.0.1");
+        n1.spec.addresses.push(NodeAddress {
+            address: "fd00:172:30::1".parse().unwrap(),
+            kind: NodeAddressType::TrellisNodeIP,
+        });
+        put(ds.as_ref(), "nodes/node-1", &n1).await;
+        let config = DataplaneConfig {
+            vxlan: VxlanConfig {
+                node_name: "node-1".into(),
+                mtu: 1450,
+                underlay_subnet: None,
+            },
+            ipip_mtu: 1480,
+            resync_interval: Duration::from_secs(90),
+        };
+        let mut fake = FakeNetlink::new();
+        fake.fail = Some(|r| r.what.starts_with("create vxlan6"));
+        let nft = crate::dataplane::nat::FakeNft::default();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(300),
+            run(
+                ds.clone(),
+                config,
+                &mut fake,
+                &nft,
+                Arc::new(Metrics::default()),
+                Arc::new(DataplaneStatus::default()),
+            ),
+        )
+        .await;
+        let sent = fake.take_sent();
+        assert!(
+            sent.iter().any(|w| w.starts_with("create vxlan6")),
+            "{sent:?}"
+        );
+        let own = codec::get_object::<NodeSpec>(ds.as_ref(), "nodes/node-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .spec;
+        assert!(own.ipv4_vxlan_tunnel_addr.is_some(), "{own:?}");
+        assert_eq!(own.ipv6_vxlan_tunnel_addr, None, "{own:?}");
+        assert_eq!(own.vxlan_tunnel_mac_addr_v6, None, "{own:?}");
+        let held = trellis_ipam::store::addresses_of(ds.as_ref(), &vtep_handle_v6("node-1"))
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1, "held for the next pass: {held:?}");
     }
 }

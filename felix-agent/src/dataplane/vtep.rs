@@ -48,17 +48,34 @@ pub fn ipip_handle(node: &str) -> String {
 pub struct Vteps {
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
-    /// The node as stored after recording them (`resourceVersion` included, as a watch
-    /// delivers it); `None` when no family needs VXLAN.
+    /// The node with them recorded: as stored after [`record_vteps`] (`resourceVersion`
+    /// included, as a watch delivers it), or as it will be stored after [`plan_vteps`]; `None`
+    /// when no family needs VXLAN.
     pub node: Option<Node>,
 }
 
 /// Makes sure this node has a VTEP for each address family with an enabled pool whose
-/// `vxlanMode` is not `Never`: an address held by [`vtep_handle`] (IPv4) or [`vtep_handle_v6`]
-/// (IPv6) and the MACs, recorded in `spec.ipv4VXLANTunnelAddr` / `spec.vxlanTunnelMACAddr` and
-/// `spec.ipv6VXLANTunnelAddr` / `spec.vxlanTunnelMACAddrV6`. An address already held is kept
-/// (idempotent across restarts). Families without such a pool are left as they are.
+/// `vxlanMode` is not `Never`: [`plan_vteps`] then [`record_vteps`].
 pub async fn ensure_vtep(
+    ds: &dyn Datastore,
+    ipam: &NodeIpam,
+    node: &str,
+) -> Result<Vteps, VtepError> {
+    let mut vteps = plan_vteps(ds, ipam, node).await?;
+    if let Some(stored) = record_vteps(ds, node, &vteps).await? {
+        vteps.node = Some(stored);
+    }
+    Ok(vteps)
+}
+
+/// The VTEP of each address family with an enabled pool whose `vxlanMode` is not `Never`: an
+/// address held by [`vtep_handle`] (IPv4) or [`vtep_handle_v6`] (IPv6), allocated now if none is
+/// held (kept across restarts), and the node as it will be once [`record_vteps`] has written
+/// them into `spec.ipv4VXLANTunnelAddr` / `spec.vxlanTunnelMACAddr` and
+/// `spec.ipv6VXLANTunnelAddr` / `spec.vxlanTunnelMACAddrV6`. The Node is not written: the
+/// agent builds its VXLAN devices from this first, so that no other node sends to a VTEP whose
+/// device does not exist yet. Families without such a pool are left as they are.
+pub async fn plan_vteps(
     ds: &dyn Datastore,
     ipam: &NodeIpam,
     node: &str,
@@ -85,14 +102,78 @@ pub async fn ensure_vtep(
         if pools.is_empty() {
             continue;
         }
-        let address = vtep_address(ipam, ds, node, family, pools).await?;
-        out.node = Some(record(ds, node, family, address).await?);
-        match address {
+        match vtep_address(ipam, ds, node, family, pools).await? {
             IpAddr::V4(a) => out.v4 = Some(a),
             IpAddr::V6(a) => out.v6 = Some(a),
         }
     }
+    if out.v4.is_none() && out.v6.is_none() {
+        return Ok(out);
+    }
+    let Some(mut stored) = codec::get_object::<NodeSpec>(ds, &keys::node(node))
+        .await
+        .map_err(dse)?
+    else {
+        return Err(VtepError::NoNode {
+            node: node.to_string(),
+        });
+    };
+    stored.value = with_vteps(stored.value, &out);
+    out.node = Some(stored.value);
     Ok(out)
+}
+
+/// Writes `vteps` (from [`plan_vteps`]) into the stored Node; returns the node as stored, or
+/// `None` when there is nothing to record.
+pub async fn record_vteps(
+    ds: &dyn Datastore,
+    node: &str,
+    vteps: &Vteps,
+) -> Result<Option<Node>, VtepError> {
+    if vteps.v4.is_none() && vteps.v6.is_none() {
+        return Ok(None);
+    }
+    update_node(ds, node, |spec| set_vteps(spec, node, vteps))
+        .await
+        .map(Some)
+}
+
+/// `node` with each VTEP of `vteps` and its family's MAC in its spec (as [`record_vteps`] will
+/// store them).
+pub fn with_vteps(mut node: Node, vteps: &Vteps) -> Node {
+    let name = node.metadata.name.clone();
+    set_vteps(&mut node.spec, &name, vteps);
+    node
+}
+
+/// Puts each VTEP of `vteps` and its family's MAC into `spec`; whether anything changed.
+fn set_vteps(spec: &mut NodeSpec, node: &str, vteps: &Vteps) -> bool {
+    let mut changed = false;
+    let families = [
+        (VxlanFamily::V4, vteps.v4.map(IpAddr::V4)),
+        (VxlanFamily::V6, vteps.v6.map(IpAddr::V6)),
+    ];
+    for (family, address) in families {
+        let Some(address) = address else { continue };
+        let mac = family.default_mac(node).to_string();
+        let (addr_now, mac_slot) = match (family, address) {
+            (VxlanFamily::V4, IpAddr::V4(a)) => (
+                spec.ipv4_vxlan_tunnel_addr.replace(a).map(IpAddr::V4),
+                &mut spec.vxlan_tunnel_mac_addr,
+            ),
+            (VxlanFamily::V6, IpAddr::V6(a)) => (
+                spec.ipv6_vxlan_tunnel_addr.replace(a).map(IpAddr::V6),
+                &mut spec.vxlan_tunnel_mac_addr_v6,
+            ),
+            _ => unreachable!("the VTEP address is of its family"),
+        };
+        let mac_now = mac_slot.replace(mac.clone());
+        if addr_now != Some(address) || mac_now.as_deref() != Some(mac.as_str()) {
+            tracing::info!(%node, vtep = %address, %mac, device = family.device(), "VXLAN tunnel endpoint");
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// The address `family`'s VTEP handle holds, or a new one from `pools`.
@@ -245,36 +326,6 @@ async fn update_node(
             Err(e) => return Err(dse(e)),
         }
     }
-}
-
-/// Writes `address` and `family`'s MAC into the Node.
-async fn record(
-    ds: &dyn Datastore,
-    node: &str,
-    family: VxlanFamily,
-    address: IpAddr,
-) -> Result<Node, VtepError> {
-    let mac = family.default_mac(node).to_string();
-    update_node(ds, node, |spec| {
-        let (addr_now, mac_slot) = match (family, address) {
-            (VxlanFamily::V4, IpAddr::V4(a)) => (
-                spec.ipv4_vxlan_tunnel_addr.replace(a).map(IpAddr::V4),
-                &mut spec.vxlan_tunnel_mac_addr,
-            ),
-            (VxlanFamily::V6, IpAddr::V6(a)) => (
-                spec.ipv6_vxlan_tunnel_addr.replace(a).map(IpAddr::V6),
-                &mut spec.vxlan_tunnel_mac_addr_v6,
-            ),
-            _ => unreachable!("the VTEP address is of its family"),
-        };
-        let mac_now = mac_slot.replace(mac.clone());
-        if addr_now == Some(address) && mac_now.as_deref() == Some(mac.as_str()) {
-            return false;
-        }
-        tracing::info!(%node, vtep = %address, %mac, device = family.device(), "recording VXLAN tunnel endpoint");
-        true
-    })
-    .await
 }
 
 #[cfg(test)]
