@@ -3,10 +3,10 @@
 //! cluster, done by hand or by the lab here). Every endpoint of the pod gets the same labels,
 //! each written with compare-and-swap.
 
-use anyhow::{bail, Context};
-use trellis_datastore::codec;
-use trellis_datastore::resources::WorkloadEndpointSpec;
+use anyhow::bail;
 use trellis_datastore::Datastore;
+
+use crate::pod_endpoints::update_pod_endpoints;
 
 /// One change: `key=value` sets, `key-` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,76 +35,29 @@ pub async fn label_pod(
     pod: &str,
     changes: &[Change],
 ) -> anyhow::Result<usize> {
-    let mut updated = 0;
-    loop {
-        let weps = codec::list_objects::<WorkloadEndpointSpec>(ds)
-            .await
-            .context("listing workload endpoints")?;
-        let mine: Vec<_> = weps
-            .into_iter()
-            .filter(|w| {
-                w.value.metadata.namespace.as_deref().unwrap_or("default") == ns
-                    && w.value.spec.pod == pod
-            })
-            .collect();
-        if mine.is_empty() {
-            bail!("pod {ns}/{pod} has no workload endpoint (is it running?)");
-        }
-        let mut lost_race = false;
-        for mut w in mine {
-            for c in changes {
-                match c {
-                    Change::Set(k, v) => {
-                        w.value.spec.labels.insert(k.clone(), v.clone());
-                    }
-                    Change::Remove(k) => {
-                        w.value.spec.labels.remove(k);
-                    }
+    update_pod_endpoints(ds, ns, pod, "labels", |w| {
+        for c in changes {
+            match c {
+                Change::Set(k, v) => {
+                    w.spec.labels.insert(k.clone(), v.clone());
+                }
+                Change::Remove(k) => {
+                    w.spec.labels.remove(k);
                 }
             }
-            w.value
-                .validate()
-                .map_err(|e| anyhow::anyhow!("labels of {ns}/{pod}: {e}"))?;
-            let value = codec::encode_object(&w.value)?;
-            match ds.update(&w.key, value, w.revision).await {
-                Ok(_) => updated += 1,
-                Err(e) if e.lost_race() => lost_race = true,
-                Err(e) => return Err(e).context(format!("writing {}", w.key)),
-            }
         }
-        if !lost_race {
-            return Ok(updated);
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod_endpoints::tests::put_wep;
+    use trellis_datastore::codec;
     use trellis_datastore::memory::MemoryDatastore;
-    use trellis_datastore::resources::WorkloadEndpoint;
-    use trellis_datastore::ObjectMeta;
-
-    async fn put_wep(ds: &MemoryDatastore, pod: &str, iface: &str, addr: &str) {
-        let mut meta = ObjectMeta::named(format!("n1-k8s-{pod}-{iface}"));
-        meta.namespace = Some("x".into());
-        let w = WorkloadEndpoint::new(
-            meta,
-            WorkloadEndpointSpec {
-                node: "n1".into(),
-                pod: pod.into(),
-                endpoint: iface.into(),
-                interface_name: format!("trl{pod}{iface}"),
-                container_id: format!("c{pod}"),
-                handle_id: format!("c{pod}.{iface}"),
-                ip_networks: vec![format!("{addr}/32").parse().unwrap()],
-                ..Default::default()
-            },
-        );
-        ds.put(&w.key(), codec::encode_object(&w).unwrap())
-            .await
-            .unwrap();
-    }
+    use trellis_datastore::resources::WorkloadEndpointSpec;
 
     async fn labels_of(ds: &MemoryDatastore, pod: &str) -> Vec<String> {
         codec::list_objects::<WorkloadEndpointSpec>(ds)

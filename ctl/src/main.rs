@@ -7,6 +7,7 @@ mod ipam_cmd;
 mod kinds;
 mod label;
 mod node_status;
+mod pod_endpoints;
 mod policy_trace;
 mod ports;
 mod table;

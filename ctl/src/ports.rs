@@ -4,11 +4,11 @@
 //! `containers[].ports`), done by hand or by the lab here. Every endpoint of the pod gets the
 //! same list, each written with compare-and-swap; no items clears the list.
 
-use anyhow::{bail, Context};
-use trellis_datastore::codec;
+use anyhow::bail;
 use trellis_datastore::resources::workload_endpoint::{EndpointPort, PortProtocol};
-use trellis_datastore::resources::WorkloadEndpointSpec;
 use trellis_datastore::Datastore;
+
+use crate::pod_endpoints::update_pod_endpoints;
 
 /// One item: `serve-80-tcp=80/TCP`; the protocol is TCP when left out, as in a pod spec.
 pub fn parse_port(text: &str) -> anyhow::Result<EndpointPort> {
@@ -61,74 +61,27 @@ pub async fn set_pod_ports(
     items: &[String],
     ports: &[EndpointPort],
 ) -> anyhow::Result<usize> {
-    let mut updated = 0;
-    loop {
-        let weps = codec::list_objects::<WorkloadEndpointSpec>(ds)
-            .await
-            .context("listing workload endpoints")?;
-        let mine: Vec<_> = weps
-            .into_iter()
-            .filter(|w| {
-                w.value.metadata.namespace.as_deref().unwrap_or("default") == ns
-                    && w.value.spec.pod == pod
-            })
-            .collect();
-        if mine.is_empty() {
-            bail!("pod {ns}/{pod} has no workload endpoint (is it running?)");
+    update_pod_endpoints(ds, ns, pod, "ports", |w| {
+        // Item by item first, so an error names the item, not only its index.
+        for (i, item) in items.iter().enumerate().take(ports.len()) {
+            let mut one = w.clone();
+            one.spec.ports = ports[..=i].to_vec();
+            one.validate()
+                .map_err(|e| anyhow::anyhow!("ports of {ns}/{pod}: {item:?}: {e}"))?;
         }
-        let mut lost_race = false;
-        for mut w in mine {
-            // Item by item first, so an error names the item, not only its index.
-            for (i, item) in items.iter().enumerate().take(ports.len()) {
-                let mut one = w.value.clone();
-                one.spec.ports = ports[..=i].to_vec();
-                one.validate()
-                    .map_err(|e| anyhow::anyhow!("ports of {ns}/{pod}: {item:?}: {e}"))?;
-            }
-            w.value.spec.ports = ports.to_vec();
-            w.value
-                .validate()
-                .map_err(|e| anyhow::anyhow!("ports of {ns}/{pod}: {e}"))?;
-            let value = codec::encode_object(&w.value)?;
-            match ds.update(&w.key, value, w.revision).await {
-                Ok(_) => updated += 1,
-                Err(e) if e.lost_race() => lost_race = true,
-                Err(e) => return Err(e).context(format!("writing {}", w.key)),
-            }
-        }
-        if !lost_race {
-            return Ok(updated);
-        }
-    }
+        w.spec.ports = ports.to_vec();
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod_endpoints::tests::put_wep;
+    use trellis_datastore::codec;
     use trellis_datastore::memory::MemoryDatastore;
-    use trellis_datastore::resources::WorkloadEndpoint;
-    use trellis_datastore::ObjectMeta;
-
-    async fn put_wep(ds: &MemoryDatastore, pod: &str, iface: &str, addr: &str) {
-        let mut meta = ObjectMeta::named(format!("n1-k8s-{pod}-{iface}"));
-        meta.namespace = Some("x".into());
-        let w = WorkloadEndpoint::new(
-            meta,
-            WorkloadEndpointSpec {
-                node: "n1".into(),
-                pod: pod.into(),
-                endpoint: iface.into(),
-                interface_name: format!("trl{pod}{iface}"),
-                container_id: format!("c{pod}"),
-                handle_id: format!("c{pod}.{iface}"),
-                ip_networks: vec![format!("{addr}/32").parse().unwrap()],
-                ..Default::default()
-            },
-        );
-        ds.put(&w.key(), codec::encode_object(&w).unwrap())
-            .await
-            .unwrap();
-    }
+    use trellis_datastore::resources::WorkloadEndpointSpec;
 
     async fn ports_of(ds: &MemoryDatastore, pod: &str) -> Vec<Vec<String>> {
         codec::list_objects::<WorkloadEndpointSpec>(ds)

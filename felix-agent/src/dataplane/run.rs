@@ -350,6 +350,19 @@ mod tests {
         Node::new(ObjectMeta::named(name), spec)
     }
 
+    /// node-1's dataplane, VXLAN MTU 1450, no known underlay subnet.
+    fn node1_config() -> DataplaneConfig {
+        DataplaneConfig {
+            vxlan: VxlanConfig {
+                node_name: "node-1".into(),
+                mtu: 1450,
+                underlay_subnet: None,
+            },
+            ipip_mtu: 1480,
+            resync_interval: Duration::from_secs(90),
+        }
+    }
+
     #[tokio::test]
     async fn programs_remote_blocks_and_records_its_own_vtep() {
         let ds: Arc<dyn Datastore> = Arc::new(MemoryDatastore::new());
@@ -369,15 +382,7 @@ mod tests {
             .unwrap()
             .v4
             .unwrap();
-        let config = DataplaneConfig {
-            vxlan: VxlanConfig {
-                node_name: "node-1".into(),
-                mtu: 1450,
-                underlay_subnet: None,
-            },
-            ipip_mtu: 1480,
-            resync_interval: Duration::from_secs(90),
-        };
+        let config = node1_config();
         let mut fake = FakeNetlink::new();
         let metrics = Arc::new(Metrics::default());
         let nft = crate::dataplane::nat::FakeNft::default();
@@ -456,15 +461,7 @@ mod tests {
             kind: NodeAddressType::TrellisNodeIP,
         });
         put(ds.as_ref(), "nodes/node-1", &n1).await;
-        let config = DataplaneConfig {
-            vxlan: VxlanConfig {
-                node_name: "node-1".into(),
-                mtu: 1450,
-                underlay_subnet: None,
-            },
-            ipip_mtu: 1480,
-            resync_interval: Duration::from_secs(90),
-        };
+        let config = node1_config();
         let mut fake = FakeNetlink::new();
         fake.fail = Some(|r| r.what.starts_with("create vxlan6"));
         let nft = crate::dataplane::nat::FakeNft::default();
