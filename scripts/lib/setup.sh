@@ -34,7 +34,27 @@ trellis_apt_needs() {
     command -v bird >/dev/null 2>&1 || need+=(bird2)
     command -v gobgpd >/dev/null 2>&1 || need+=(gobgpd)
     [ -x /usr/lib/frr/bgpd ] || need+=(frr)
+    # vpc/tests and the lab's VPC backend: moto, the EC2 emulator, goes into a venv (below).
+    if ! command -v moto_server >/dev/null 2>&1 && [ ! -x "$TRELLIS_MOTO_VENV/bin/moto_server" ]; then
+        command -v python3 >/dev/null 2>&1 || need+=(python3)
+        python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    fi
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
+}
+
+# Where moto (PyPI `moto[server]`) is installed when the machine has no `moto_server`.
+TRELLIS_MOTO_VENV=${TRELLIS_MOTO_VENV:-/opt/trellis/moto-venv}
+
+# moto in its own venv (Debian's python refuses system-wide pip installs), on PATH afterwards.
+trellis_moto() {
+    if ! command -v moto_server >/dev/null 2>&1; then
+        if [ ! -x "$TRELLIS_MOTO_VENV/bin/moto_server" ]; then
+            trellis_log "installing moto[server] 5.x into $TRELLIS_MOTO_VENV"
+            python3 -m venv "$TRELLIS_MOTO_VENV" || trellis_die "python3 -m venv $TRELLIS_MOTO_VENV failed"
+            "$TRELLIS_MOTO_VENV/bin/pip" install -q 'moto[server]>=5,<6' || trellis_die "pip install 'moto[server]>=5,<6' failed"
+        fi
+        export PATH="$TRELLIS_MOTO_VENV/bin:$PATH"
+    fi
 }
 
 trellis_setup() {
@@ -51,7 +71,8 @@ trellis_setup() {
         # shellcheck disable=SC1091
         . "$HOME/.cargo/env"
     fi
-    command -v cargo >/dev/null 2>&1 || trellis_die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.85)"
+    command -v cargo >/dev/null 2>&1 || trellis_die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.94: aws-sdk-ec2 needs it)"
+    trellis_moto
     # etcd 3.4 on arm64 refuses to start without this; harmless elsewhere.
     if [ "$(dpkg --print-architecture 2>/dev/null)" = arm64 ]; then
         export ETCD_UNSUPPORTED_ARCH=arm64
