@@ -92,7 +92,12 @@ fn pod(n: u32, role: &str) -> Endpoint {
             format!("fd00::{n}").parse().unwrap(),
         ],
         iface: format!("trlp{n}"),
-        node: if n % 2 == 0 { "node-1" } else { "node-2" }.into(),
+        node: if n.is_multiple_of(2) {
+            "node-1"
+        } else {
+            "node-2"
+        }
+        .into(),
         ports: vec![trellis_policy::NamedPort {
             name: "web".into(),
             proto: trellis_policy::Proto::Tcp,

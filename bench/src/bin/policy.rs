@@ -532,7 +532,7 @@ async fn relabels(
     let warmup = 2 * locals.len();
     for k in 0..timed + warmup {
         let i = locals[k % locals.len()];
-        let app = if (k / locals.len()) % 2 == 0 {
+        let app = if (k / locals.len()).is_multiple_of(2) {
             "app50"
         } else {
             "app0"

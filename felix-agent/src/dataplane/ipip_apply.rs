@@ -25,7 +25,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::RouteMessageBuilder;
 
@@ -39,7 +38,7 @@ use super::ipip_msg::{
 };
 use super::vxlan::{ClusterView, VxlanConfig};
 use super::vxlan_apply::{ApplyStats, Pass, RtNetlink, VxlanNetlink};
-use super::vxlan_msg::{add_address, delete_address, parse_address, Request};
+use super::vxlan_msg::{add_address, delete_address, Request};
 use super::{ClusterUpdate, DataplaneError};
 
 const EEXIST: i32 = 17;
@@ -76,34 +75,11 @@ impl IpipNetlink for RtNetlink {
         &mut self,
         name: &str,
     ) -> Result<Option<ObservedTunnel>, rtnetlink::Error> {
-        let mut links = self
-            .handle()
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let msg = match links.try_next().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(None),
-            // ENODEV: no such link.
-            Err(e) if errno(&e) == Some(19) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((msg, addresses)) = self.read_link(name).await? else {
+            return Ok(None);
         };
         let mut t = parse_tunnel_link(&msg);
-        let addrs: Vec<AddressMessage> = self
-            .handle()
-            .address()
-            .get()
-            .set_link_index_filter(t.index)
-            .execute()
-            .try_collect()
-            .await?;
-        t.addresses = addrs
-            .iter()
-            .filter_map(parse_address)
-            .filter(|(i, _)| *i == t.index)
-            .map(|(_, n)| n)
-            .collect();
+        t.addresses = addresses;
         Ok(Some(t))
     }
 

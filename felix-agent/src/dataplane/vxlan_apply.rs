@@ -19,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::AddressFamily;
@@ -84,12 +85,12 @@ fn is_gone(e: &rtnetlink::Error) -> bool {
     }
 }
 
-#[async_trait]
-impl VxlanNetlink for RtNetlink {
-    async fn read_device(
-        &mut self,
+impl RtNetlink {
+    /// The link called `name` and its addresses (IPv6 link-local ones included), or `None`.
+    pub(super) async fn read_link(
+        &self,
         name: &str,
-    ) -> Result<Option<ObservedDevice>, rtnetlink::Error> {
+    ) -> Result<Option<(LinkMessage, Vec<IpNet>)>, rtnetlink::Error> {
         let mut links = self
             .handle
             .link()
@@ -102,21 +103,36 @@ impl VxlanNetlink for RtNetlink {
             Err(e) if is_gone(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut dev = parse_link(&msg);
+        let index = msg.header.index;
         let addrs: Vec<AddressMessage> = self
             .handle
             .address()
             .get()
-            .set_link_index_filter(dev.index)
+            .set_link_index_filter(index)
             .execute()
             .try_collect()
             .await?;
-        dev.addresses = addrs
+        let addresses = addrs
             .iter()
             .filter_map(parse_address)
-            .filter(|(i, _)| *i == dev.index)
+            .filter(|(i, _)| *i == index)
             .map(|(_, n)| n)
             .collect();
+        Ok(Some((msg, addresses)))
+    }
+}
+
+#[async_trait]
+impl VxlanNetlink for RtNetlink {
+    async fn read_device(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<ObservedDevice>, rtnetlink::Error> {
+        let Some((msg, addresses)) = self.read_link(name).await? else {
+            return Ok(None);
+        };
+        let mut dev = parse_link(&msg);
+        dev.addresses = addresses;
         Ok(Some(dev))
     }
 
