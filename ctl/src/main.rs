@@ -11,6 +11,7 @@ mod pod_endpoints;
 mod policy_trace;
 mod ports;
 mod table;
+mod vpc;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -114,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: IpamCommand,
     },
+    /// The VPC-native backend (pods on AWS ENI addresses).
+    Vpc {
+        #[command(subcommand)]
+        command: vpc::VpcCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +219,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node {
             command: NodeCommand::Status { socket, json },
         } => node_status(&socket, json).await,
+        // Offline: from the instance-type table in trellis-vpc.
+        Command::Vpc { command } => {
+            print!("{}", vpc::run(&command)?);
+            Ok(ExitCode::SUCCESS)
+        }
         command => run_with_datastore(&cli.connect, command).await,
     }
 }
@@ -258,6 +269,7 @@ async fn run_with_datastore(connect: &ConnectArgs, command: Command) -> anyhow::
         Command::Node {
             command: NodeCommand::Status { socket, json },
         } => return node_status(&socket, json).await,
+        Command::Vpc { command } => print!("{}", vpc::run(&command)?),
         Command::Label {
             kind,
             name,

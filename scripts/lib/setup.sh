@@ -34,9 +34,10 @@ trellis_apt_needs() {
     command -v bird >/dev/null 2>&1 || need+=(bird2)
     command -v gobgpd >/dev/null 2>&1 || need+=(gobgpd)
     [ -x /usr/lib/frr/bgpd ] || need+=(frr)
+    # vpc/tests/datapath_netns.rs listens with a python3 one-liner (no nc here).
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
     # vpc/tests and the lab's VPC backend: moto, the EC2 emulator, goes into a venv (below).
     if ! command -v moto_server >/dev/null 2>&1 && [ ! -x "$TRELLIS_MOTO_VENV/bin/moto_server" ]; then
-        command -v python3 >/dev/null 2>&1 || need+=(python3)
         python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     fi
     [ "${#need[@]}" -eq 0 ] || printf '%s\n' "${need[@]}"
