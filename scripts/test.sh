@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/setup.sh
 trellis_setup
+# One clean build per run: incremental state would only add ~3 GB to target/.
+export CARGO_INCREMENTAL=0
+trellis_log "free disk for target/: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
 trellis_log "cargo fmt --check"
 cargo fmt --all -- --check
