@@ -1,7 +1,7 @@
 //! `trellisctl node status`: this node's agent and BGP sessions (like `calicoctl node status`),
 //! read from the agent's status endpoint over its Unix socket, not from the datastore.
 
-use trellis_agent_api::{BgpStatus, StatusResponse};
+use trellis_agent_api::{BgpStatus, StatusResponse, VpcStatus};
 
 use crate::table::Table;
 
@@ -20,11 +20,37 @@ pub fn render(s: &StatusResponse, now: u64) -> String {
     for p in &s.dataplane_problems {
         out.push_str(&format!("dataplane problem: {p}\n"));
     }
+    if let Some(v) = &s.vpc {
+        render_vpc(&mut out, v);
+    }
     match &s.bgp {
         None => out.push_str("BGP: not running on this node (the agent runs without --bgp)\n"),
         Some(b) => render_bgp(&mut out, b, now),
     }
     out
+}
+
+fn render_vpc(out: &mut String, v: &VpcStatus) {
+    out.push_str(&format!(
+        "VPC: instance {} ({}), max pods {}; pool of {} addresses, {} held by pods, {} cooling down\n",
+        v.instance_id, v.instance_type, v.max_pods, v.addresses, v.assigned, v.cooling
+    ));
+    let mut t = Table::default();
+    t.header(["ENI", "DEVICE", "MAC", "INTERFACE"]);
+    for e in &v.enis {
+        t.row(vec![
+            e.id.clone(),
+            e.device_index.to_string(),
+            e.mac.clone(),
+            e.interface
+                .clone()
+                .unwrap_or_else(|| "(not on the host yet)".into()),
+        ]);
+    }
+    out.push_str(&t.render());
+    if let Some(c) = &v.condition {
+        out.push_str(&format!("EC2 problem: {c}\n"));
+    }
 }
 
 fn render_bgp(out: &mut String, b: &BgpStatus, now: u64) {
@@ -109,6 +135,7 @@ fn age(secs: u64) -> String {
 mod tests {
     use super::*;
     use trellis_agent_api::BgpPeerStatus;
+    use trellis_agent_api::VpcEniStatus;
 
     fn peer(addr: &str, port: u16, kind: &str, state: &str, since: u64) -> BgpPeerStatus {
         BgpPeerStatus {
@@ -154,6 +181,7 @@ mod tests {
                 restart_pending: false,
                 problems: vec!["peer 192.0.2.1 (BGPPeer x): reading /pw: not found".into()],
             }),
+            vpc: None,
         };
         let text = render(&s, 10_000);
         let expected = "\
@@ -177,11 +205,50 @@ BGP problem: peer 192.0.2.1 (BGPPeer x): reading /pw: not found
             mtu: 1500,
             dataplane_problems: vec!["kernel has no ipip support".into()],
             bgp: None,
+            vpc: None,
         };
         assert_eq!(
             render(&s, 0),
             "Trellis agent on node n: not ready: no enabled IP pool selects node n, pod MTU 1500\n\
              dataplane problem: kernel has no ipip support\n\
+             BGP: not running on this node (the agent runs without --bgp)\n"
+        );
+    }
+
+    #[test]
+    fn the_eni_pool_with_its_interfaces_and_the_ec2_problem() {
+        let eni = |id: &str, device_index, interface: Option<&str>| VpcEniStatus {
+            id: id.into(),
+            device_index,
+            mac: format!("0e:00:00:00:00:0{device_index}"),
+            interface: interface.map(String::from),
+        };
+        let s = StatusResponse {
+            ready: true,
+            reason: String::new(),
+            node: "n".into(),
+            mtu: 9001,
+            dataplane_problems: vec![],
+            bgp: None,
+            vpc: Some(VpcStatus {
+                instance_id: "i-0abc".into(),
+                instance_type: "t3.small".into(),
+                max_pods: 11,
+                enis: vec![eni("eni-1", 0, Some("eth0")), eni("eni-2", 1, None)],
+                addresses: 6,
+                assigned: 2,
+                cooling: 1,
+                condition: Some("EC2 AssignPrivateIpAddresses (eni-2, 3) throttled".into()),
+            }),
+        };
+        assert_eq!(
+            render(&s, 0),
+            "Trellis agent on node n: ready, pod MTU 9001\n\
+             VPC: instance i-0abc (t3.small), max pods 11; pool of 6 addresses, 2 held by pods, 1 cooling down\n\
+             ENI     DEVICE   MAC                 INTERFACE\n\
+             eni-1   0        0e:00:00:00:00:00   eth0\n\
+             eni-2   1        0e:00:00:00:00:01   (not on the host yet)\n\
+             EC2 problem: EC2 AssignPrivateIpAddresses (eni-2, 3) throttled\n\
              BGP: not running on this node (the agent runs without --bgp)\n"
         );
     }

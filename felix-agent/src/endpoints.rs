@@ -19,6 +19,7 @@ use trellis_ipam::{AssignRequest, IpamError, NodeIpam};
 
 use crate::bgp::BgpStatusCell;
 use crate::dataplane::DataplaneStatus;
+use crate::vpc::pods::VpcPods;
 
 /// CNI error codes the agent reports (CNI SPEC "Error"; 100+ are plugin specific).
 pub mod code {
@@ -72,6 +73,8 @@ pub struct Endpoints {
     dataplane: Option<Arc<DataplaneStatus>>,
     /// Written by the BGP loop; `None` when the agent runs no speaker.
     bgp: Option<Arc<BgpStatusCell>>,
+    /// The VPC-native backend: pod addresses come from the ENI pool, not from `ipam`.
+    vpc: Option<VpcPods>,
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
@@ -88,7 +91,14 @@ impl Endpoints {
             mtu,
             dataplane: None,
             bgp: None,
+            vpc: None,
         }
+    }
+
+    /// The same endpoints, giving pods ENI addresses from `pods` (the VPC backend).
+    pub fn with_vpc(mut self, pods: VpcPods) -> Self {
+        self.vpc = Some(pods);
+        self
     }
 
     /// The same endpoints, reporting the dataplane's problems in [`Self::status`].
@@ -132,7 +142,9 @@ impl Endpoints {
             pod: Some(req.pod.name.clone()),
             allocated_at: None,
         };
-        let addresses = if req.requested.is_empty() {
+        let addresses = if let Some(vpc) = &self.vpc {
+            vpc.add(req).await?
+        } else if req.requested.is_empty() {
             let areq = AssignRequest {
                 handle,
                 attrs,
@@ -232,11 +244,14 @@ impl Endpoints {
         }
         // Addresses first: an endpoint without addresses is harmless, the reverse is a leak
         // until GC.
-        out.released = self
-            .ipam
-            .release_handle(&ipam_handle(&a.container_id, &a.ifname))
-            .await
-            .map_err(ipam_error)?;
+        out.released = match &self.vpc {
+            Some(vpc) => vpc.release(a).await?,
+            None => self
+                .ipam
+                .release_handle(&ipam_handle(&a.container_id, &a.ifname))
+                .await
+                .map_err(ipam_error)?,
+        };
         if let Some(w) = found {
             match self.ds.delete(&w.key, Some(w.revision)).await {
                 Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
@@ -262,6 +277,13 @@ impl Endpoints {
             }
         }
         // Pod allocations made for this node whose endpoint was never written.
+        if let Some(vpc) = &self.vpc {
+            let keep = |cid: &str, ifname: &str| valid.contains(&ipam_handle(cid, ifname));
+            for a in vpc.stale(&keep) {
+                stale.insert((a.container_id, a.ifname));
+            }
+            return self.release_stale(stale).await;
+        }
         let (blocks, _) = codec::list::<Object<IpamBlockSpec>>(self.ds.as_ref(), keys::IPAM_BLOCKS)
             .await
             .map_err(datastore_error)?;
@@ -278,6 +300,13 @@ impl Endpoints {
                 }
             }
         }
+        self.release_stale(stale).await
+    }
+
+    async fn release_stale(
+        &self,
+        stale: BTreeSet<(String, String)>,
+    ) -> Result<GcResponse, ApiError> {
         let mut out = GcResponse::default();
         for (container_id, ifname) in stale {
             let attachment = Attachment {
@@ -303,7 +332,21 @@ impl Endpoints {
             mtu: self.mtu,
             dataplane_problems: self.dataplane_problems(),
             bgp: self.bgp_status(),
+            vpc: self.vpc.as_ref().map(VpcPods::status),
         };
+        if self.vpc.is_some() {
+            // ENI addresses need no pool; the datastore must answer for endpoints.
+            return match codec::get_object::<NodeSpec>(self.ds.as_ref(), &keys::node(&self.node))
+                .await
+            {
+                Ok(_) => StatusResponse {
+                    ready: true,
+                    reason: String::new(),
+                    ..not_ready(String::new())
+                },
+                Err(e) => not_ready(format!("datastore: {e}")),
+            };
+        }
         let pools = match codec::list_objects::<IpPoolSpec>(self.ds.as_ref()).await {
             Ok(p) => p,
             Err(e) => return not_ready(format!("datastore: {e}")),
@@ -326,6 +369,7 @@ impl Endpoints {
                 mtu: self.mtu,
                 dataplane_problems: self.dataplane_problems(),
                 bgp: self.bgp_status(),
+                vpc: None,
             }
         } else {
             not_ready(format!("no enabled IP pool selects node {}", self.node))

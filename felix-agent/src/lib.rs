@@ -15,4 +15,5 @@ pub mod health;
 pub mod metrics;
 pub mod policy;
 pub mod register;
+pub mod vpc;
 pub mod watch_cache;

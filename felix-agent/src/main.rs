@@ -16,6 +16,7 @@ use trellis_agent::endpoints::Endpoints;
 use trellis_agent::health;
 use trellis_agent::metrics::Metrics;
 use trellis_agent::register::register_node;
+use trellis_agent::vpc::cli::{Backend, VpcArgs};
 use trellis_datastore::cli::ConnectArgs;
 
 #[derive(Debug, Parser)]
@@ -66,6 +67,12 @@ struct Args {
     /// inet trellis`'s policy chains alone. Enforcement is on by default, as in Calico.
     #[arg(long, env = "TRELLIS_NO_POLICY")]
     no_policy: bool,
+    /// Where pod addresses come from: the cluster's IP pools in node-affine blocks, or the
+    /// node's AWS ENIs (the VPC-native backend; its settings are the AWS VPC CNI's variables).
+    #[arg(long, env = "TRELLIS_BACKEND", value_enum, default_value = "blocks")]
+    backend: Backend,
+    #[command(flatten)]
+    vpc: VpcArgs,
     /// Seconds between full re-reads of the kernel state the agent owns.
     #[arg(long, default_value_t = 90)]
     resync_seconds: u64,
@@ -120,6 +127,8 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("finding this node's IPv4 address ({method})"))?;
             let mtu = match mtu {
                 Some(m) => m,
+                // ENI addresses are routed, not encapsulated: pods take the ENI's MTU.
+                None if args.backend == Backend::Vpc => detected.mtu,
                 None => autodetect::pod_mtu(detected.mtu, Encapsulation::VxlanV4, None)
                     .with_context(|| {
                         format!("pod MTU from {} (MTU {})", detected.interface, detected.mtu)
@@ -145,7 +154,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("registering node {node}"))?;
     let metrics = Arc::new(Metrics::default());
     let dataplane_status = Arc::new(dataplane::DataplaneStatus::default());
-    let dataplane_task = if args.no_dataplane {
+    let vpc_mode = args.backend == Backend::Vpc;
+    if vpc_mode && args.bgp {
+        anyhow::bail!("--bgp cannot be used with --backend vpc: the VPC routes ENI addresses");
+    }
+    let dataplane_task = if args.no_dataplane || vpc_mode {
         None
     } else {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
@@ -196,8 +209,42 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut endpoints =
-        Endpoints::new(ds, node.clone(), mtu).with_dataplane_status(dataplane_status);
+    let mut vpc_tasks = Vec::new();
+    let mut endpoints = Endpoints::new(ds.clone(), node.clone(), mtu)
+        .with_dataplane_status(dataplane_status.clone());
+    if vpc_mode {
+        let handle = if args.no_dataplane {
+            None
+        } else {
+            let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+            tokio::spawn(conn);
+            Some(handle)
+        };
+        let cfg = args
+            .vpc
+            .config(Duration::from_secs(args.resync_seconds.clamp(1, 5)));
+        match trellis_agent::vpc::run::run(
+            &cfg,
+            ds,
+            &node,
+            handle,
+            dataplane_status,
+            metrics.clone(),
+        )
+        .await
+        {
+            Ok(running) => {
+                vpc_tasks = running.tasks;
+                endpoints = endpoints.with_vpc(running.pods);
+            }
+            Err(e) => {
+                // One line naming the cause (unknown instance type, no credentials, ...).
+                tracing::error!(error = %e, "VPC backend");
+                eprintln!("trellis-agent: VPC backend: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if bgp_task.is_some() {
         endpoints = endpoints.with_bgp_status(bgp_status);
     } else if args.bgp {
@@ -245,6 +292,10 @@ async fn main() -> anyhow::Result<()> {
         t.abort();
     }
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    // The pool's state is in the checkpoint; its kernel state stays.
+    for t in vpc_tasks {
         t.abort();
     }
     // The dataplane is left as it is: a restart must not disturb running pods.

@@ -55,6 +55,15 @@ pub struct Metrics {
     /// Dataplane features this node cannot provide (e.g. IPIP without the kernel module); the
     /// agent's status names them.
     pub dataplane_problems: Gauge,
+    /// VPC-native backend: the node's max pods (the AWS formula, capped), its ENIs, and its
+    /// pool's addresses in all, held by pods and cooling down; 1 while EC2 reports a problem
+    /// (throttling, a limit, a full subnet), named in the agent status.
+    pub vpc_max_pods: Gauge,
+    pub vpc_enis: Gauge,
+    pub vpc_addresses: Gauge,
+    pub vpc_assigned: Gauge,
+    pub vpc_cooling: Gauge,
+    pub vpc_ec2_problem: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,7 +124,37 @@ impl Default for Metrics {
             "Dataplane features this node cannot provide (named in the agent status)",
             dataplane_problems.clone(),
         );
+        let vpc = [
+            (
+                "vpc_max_pods",
+                "Max pods of this VPC node (AWS formula, capped)",
+            ),
+            ("vpc_enis", "ENIs attached to this VPC node"),
+            ("vpc_pool_addresses", "Addresses in this node's ENI pool"),
+            ("vpc_pool_assigned", "ENI pool addresses held by pods"),
+            (
+                "vpc_pool_cooling",
+                "ENI pool addresses cooling down after a release",
+            ),
+            (
+                "vpc_ec2_problem",
+                "1 while EC2 reports a problem to this node's ENI pool (see the agent status)",
+            ),
+        ]
+        .map(|(name, help)| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        });
+        let [vpc_max_pods, vpc_enis, vpc_addresses, vpc_assigned, vpc_cooling, vpc_ec2_problem] =
+            vpc;
         Self {
+            vpc_max_pods,
+            vpc_enis,
+            vpc_addresses,
+            vpc_assigned,
+            vpc_cooling,
+            vpc_ec2_problem,
             registry,
             requests,
             latency,

@@ -12,7 +12,7 @@
 //! `agent_with_an_ipip_pool_*` runs on any kernel: without ipip it checks that the agent names
 //! the problem in its status and still programs a VXLAN pool; with ipip, that both work.
 
-mod netns_support;
+use trellis_test_support::netns as netns_support;
 
 use std::fs::File;
 use std::sync::mpsc;

@@ -12,7 +12,7 @@
 //! Namespaces are deleted by a guard, and ones left by a crashed run (their pid is gone) are
 //! removed at the start.
 
-mod netns_support;
+use trellis_test_support::netns as netns_support;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! leave the same sets as `nft -f` of the same text; a batch the kernel refuses changes
 //! nothing and names the set. Needs root.
 
-mod netns_support;
+use trellis_test_support::netns as netns_support;
 
 use std::collections::BTreeMap;
 

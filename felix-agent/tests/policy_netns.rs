@@ -9,7 +9,7 @@
 //! Nothing is done in the root namespace. Namespaces are removed by a guard, and those of a
 //! crashed run at the start.
 
-mod netns_support;
+use trellis_test_support::netns as netns_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //! its own rtnetlink socket there; nothing is done in the root namespace. Namespaces are deleted
 //! by a guard, and ones left by a crashed run (their pid is gone) are removed at the start.
 
-mod netns_support;
+use trellis_test_support::netns as netns_support;
 
 use std::collections::BTreeMap;
 use std::fs::File;

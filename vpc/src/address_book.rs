@@ -13,7 +13,7 @@
 //! CNI): peers may still hold conntrack and neighbour entries for the old pod, so it is given
 //! to no other pod, and not released to EC2, until then.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,9 @@ pub struct AddressBook {
     owners: BTreeMap<Owner, Ipv4Addr>,
     cooldown: Duration,
     min_eni_lifetime: Duration,
+    /// Attached ENIs whose interface the node does not have yet: their addresses count for
+    /// the warm pool but go to no pod, whose traffic would have no way out.
+    waiting: BTreeSet<String>,
 }
 
 /// Every address of `slot` (one for a /32, sixteen for a /28).
@@ -164,6 +167,22 @@ impl AddressBook {
         }
     }
 
+    /// Holds `eni_id`'s addresses back from pods until [`Self::interface_ready`].
+    pub fn wait_for_interface(&mut self, eni_id: &str) {
+        self.waiting.insert(eni_id.to_string());
+    }
+
+    /// The node has `eni_id`'s interface, routed: its addresses may go to pods. Returns
+    /// whether it was waiting.
+    pub fn interface_ready(&mut self, eni_id: &str) -> bool {
+        self.waiting.remove(eni_id)
+    }
+
+    /// ENIs still waiting for their interface.
+    pub fn waiting(&self) -> Vec<String> {
+        self.waiting.iter().cloned().collect()
+    }
+
     /// Forgets a detached ENI. Its addresses must be free: refuses (returns the holders)
     /// otherwise.
     pub fn remove_eni(&mut self, eni_id: &str) -> Result<(), Vec<Owner>> {
@@ -183,6 +202,7 @@ impl AddressBook {
             return Err(holders);
         }
         self.enis.remove(eni_id);
+        self.waiting.remove(eni_id);
         Ok(())
     }
 
@@ -282,8 +302,12 @@ impl AddressBook {
                 .assigned(*ip)
                 .expect("an owner's address is in the book"));
         }
-        let mut order: Vec<&mut BookEni> =
-            self.enis.values_mut().filter(|e| e.info.for_pods).collect();
+        let waiting = &self.waiting;
+        let mut order: Vec<&mut BookEni> = self
+            .enis
+            .values_mut()
+            .filter(|e| e.info.for_pods && !waiting.contains(&e.info.id))
+            .collect();
         order.sort_by_key(|e| e.info.device_index);
         for e in order {
             for addresses in e.slots.values_mut() {

@@ -62,6 +62,10 @@ pub struct ManagerConfig {
     pub leaked_eni_age: Duration,
     /// How often the run loop looks for leaked ENIs.
     pub leak_interval: Duration,
+    /// A newly attached ENI's addresses go to pods only once the datapath reports its
+    /// interface ([`EniManager::interface_ready`]), as ipamd waits for the ENI to appear on
+    /// the host. Off by default (tests without a datapath).
+    pub wait_for_interfaces: bool,
 }
 
 impl ManagerConfig {
@@ -85,6 +89,7 @@ impl ManagerConfig {
             shrink_interval: Duration::from_secs(30),
             leaked_eni_age: Duration::from_secs(300),
             leak_interval: Duration::from_secs(60),
+            wait_for_interfaces: false,
         }
     }
 }
@@ -301,6 +306,18 @@ impl EniManager {
         };
         self.wake.notify_one();
         Ok(out)
+    }
+
+    /// The datapath has `eni_id`'s interface up and routed: its addresses may go to pods.
+    pub fn interface_ready(&self, eni_id: &str) {
+        if self.book.lock().expect("book lock").interface_ready(eni_id) {
+            tracing::info!(eni = %eni_id, "ENI interface ready; its addresses go to pods");
+        }
+    }
+
+    /// Attached ENIs whose interface the datapath has not reported yet.
+    pub fn waiting_for_interfaces(&self) -> Vec<String> {
+        self.book.lock().expect("book lock").waiting()
     }
 
     /// The address `owner` holds.

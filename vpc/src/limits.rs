@@ -222,6 +222,49 @@ pub async fn resolve<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// DescribeInstanceTypes through the node's EC2 client: the fallback for a type newer than
+/// the table. EC2's `InvalidInstanceType` is "unknown", anything else a failed lookup.
+pub struct Ec2Limits<'a>(pub &'a dyn crate::ec2::Ec2);
+
+impl std::fmt::Debug for Ec2Limits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ec2Limits")
+    }
+}
+
+/// EC2's numbers for a type: its ENI count is over all network cards (DescribeInstanceTypes
+/// as the client reads it does not break it down), which is the default card's on every
+/// single-card type.
+impl From<&crate::ec2::InstanceTypeInfo> for InstanceLimits {
+    fn from(info: &crate::ec2::InstanceTypeInfo) -> InstanceLimits {
+        InstanceLimits {
+            enis: info.max_enis,
+            ipv4_per_eni: info.ipv4_per_eni,
+            vcpus: info.vcpus,
+            hypervisor: Hypervisor::from_api(info.hypervisor.as_deref()),
+            bare_metal: info.bare_metal,
+            network_cards: 1,
+            enis_all_cards: info.max_enis,
+        }
+    }
+}
+
+#[async_trait]
+impl LimitsSource for Ec2Limits<'_> {
+    type Error = crate::ec2::Ec2Error;
+
+    async fn describe_instance_type(
+        &self,
+        instance_type: &str,
+    ) -> Result<Option<InstanceLimits>, crate::ec2::Ec2Error> {
+        match self.0.describe_instance_type(instance_type).await {
+            Ok(info) => Ok(Some(InstanceLimits::from(&info))),
+            Err(crate::ec2::Ec2Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

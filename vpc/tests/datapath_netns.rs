@@ -18,7 +18,7 @@
 //! belongs to the namespace it was opened in; the test process itself never leaves the
 //! machine's). Each apply is a fresh executor, so every apply is also an agent restart.
 
-mod netns_support;
+use trellis_test_support::netns as netns_support;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -4,7 +4,7 @@
 //! moto enforces no limits and has no prefix delegation (see ENVIRONMENT.md), so limit errors
 //! are exercised through [`FaultInjecting`] and prefixes only as far as moto answers them.
 
-mod moto_support;
+use trellis_test_support::moto as moto_support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

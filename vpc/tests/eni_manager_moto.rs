@@ -2,7 +2,7 @@
 //! third ENI as the first fill, the instance type's ENI limit kept although moto enforces
 //! none, releases, restarts from the checkpoint, leaked ENIs, and injected EC2 errors.
 
-mod moto_support;
+use trellis_test_support::moto as moto_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

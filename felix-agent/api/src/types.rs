@@ -127,6 +127,41 @@ pub struct StatusResponse {
     /// The BGP speaker, when the agent runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpStatus>,
+    /// The ENI pool, when the node runs the VPC-native backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<VpcStatus>,
+}
+
+/// The node's ENI pool (VPC-native backend).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcStatus {
+    pub instance_id: String,
+    pub instance_type: String,
+    /// The AWS formula's pods for this type and mode (capped as the EKS calculator does):
+    /// what kubelet's --max-pods should be.
+    pub max_pods: u32,
+    /// Attached ENIs, by device index.
+    pub enis: Vec<VpcEniStatus>,
+    /// Pool addresses in all, held by pods, and cooling down after a release.
+    pub addresses: u32,
+    pub assigned: u32,
+    pub cooling: u32,
+    /// The last EC2 problem, one line (throttling, a limit, a full subnet); none when the last
+    /// pass worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcEniStatus {
+    pub id: String,
+    pub device_index: u32,
+    pub mac: String,
+    /// The node's interface for it; none while the ENI waits to appear on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// The node's BGP speaker: identity, sessions, and what reached the kernel.

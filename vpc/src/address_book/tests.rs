@@ -244,3 +244,28 @@ fn an_address_reported_on_two_enis_or_as_an_enis_own_is_not_used_twice() {
         ]
     );
 }
+
+#[test]
+fn an_eni_waiting_for_its_interface_gives_no_pod_an_address_until_it_is_ready() {
+    let t0 = Instant::now();
+    let mut b = book(t0);
+    b.wait_for_interface("eni-1");
+    b.assign(&Owner::new("c1", "eth0"), t0, 100).unwrap();
+    b.assign(&Owner::new("c2", "eth0"), t0, 100).unwrap();
+    assert_eq!(
+        b.assign(&Owner::new("c3", "eth0"), t0, 100),
+        Err(BookError::Exhausted {
+            assigned: 2,
+            cooling: 0
+        }),
+        "eni-1's .20 is held back"
+    );
+    // The warm pool still counts it: no second ENI is attached for the same need.
+    let view = b.warm_view(t0);
+    assert_eq!(view.iter().map(|e| e.slots.len()).sum::<usize>(), 3);
+    assert_eq!(b.waiting(), vec!["eni-1".to_string()]);
+    assert!(b.interface_ready("eni-1"));
+    assert!(!b.interface_ready("eni-1"), "only once");
+    let third = b.assign(&Owner::new("c3", "eth0"), t0, 100).unwrap();
+    assert_eq!((third.ip, third.device_index), (ip("10.0.0.20"), 1));
+}

@@ -147,6 +147,9 @@ impl EniManager {
             primary_ip: created.primary_ip(),
             attached_at: Instant::now(),
         });
+        if self.cfg.wait_for_interfaces {
+            book.wait_for_interface(&created.id);
+        }
         let clashes = book
             .add_slots(&created.id, &slots)
             .map_err(|e| self.other("book", &created.id, e))?;

@@ -1,9 +1,8 @@
-//! Namespace plumbing for the VPC root tests (after felix-agent's `tests/netns_support`):
-//! running iproute2, commands inside a test's own namespace, the root check, a guard that
-//! deletes the namespaces a test made, removing those a crashed run left, reading rules, routes
-//! and link counters back as JSON, and a TCP listener that reports the peer address it saw.
-//! Nothing here touches the root namespace's network configuration.
-#![allow(dead_code)]
+//! Namespace plumbing for root tests: running iproute2, commands inside a test's own
+//! namespace, the root check, the kernel feature probe, a guard that deletes the namespaces a
+//! test made, removing those a crashed run left, reading rules, routes and link counters back
+//! as JSON, and a TCP listener that reports the peer address it saw. Nothing here touches the
+//! root namespace's network configuration.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -185,6 +184,7 @@ pub const CONNECT_PY: &str =
     "import socket,sys\nsocket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=3).close()\n";
 
 /// A one-connection TCP listener in a namespace that reports the peer address it saw.
+#[derive(Debug)]
 pub struct Listener {
     child: Child,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -247,4 +247,37 @@ pub fn source_seen(from: &str, to_ns: &str, addr: &str, port: u16) -> String {
     }
     l.peer()
         .unwrap_or_else(|| panic!("the listener in {to_ns} saw no connection"))
+}
+
+/// Whether the kernel can make IPIP links, tried in a throwaway namespace (`trl-probe-PID-N`, so
+/// nothing in the root namespace changes): `Err` carries iproute2's answer, e.g.
+/// "Error: Unknown device type." on a kernel without the ipip module.
+pub fn ipip_support() -> Result<(), String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ns = format!("trl-probe-{}-{n}", std::process::id());
+    ip(&format!("netns add {ns}"));
+    let out = run(
+        "ip",
+        &["-n", &ns, "link", "add", "trl-probe", "type", "ipip"],
+    );
+    let _ = run("ip", &["netns", "del", &ns]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Fails the test, naming the missing kernel feature, unless the kernel has IPIP. Tests that
+/// call it carry `needs_ipip_kernel` in their name, so scripts/test.sh can skip them by name
+/// (and say so) on a kernel without the module; they never pass without having run.
+pub fn require_ipip_kernel() {
+    if let Err(answer) = ipip_support() {
+        panic!(
+            "this kernel has no ipip support (ip link add type ipip: {answer}); this test needs \
+             the ipip module. scripts/test.sh skips tests named *needs_ipip_kernel* on such a \
+             kernel and lists them as skipped"
+        );
+    }
 }

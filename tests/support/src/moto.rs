@@ -5,9 +5,6 @@
 //! Credentials are dummy keys given to the SDK config ([`CredentialSource::Static`]), never
 //! set in the process environment: tests run on parallel threads of one process.
 
-// Support code shared by test binaries; each binary uses a different part of it.
-#![allow(dead_code)]
-
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

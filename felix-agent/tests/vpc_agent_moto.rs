@@ -1,0 +1,330 @@
+//! The agent's VPC backend against the EC2 emulator (moto), an IMDS served from moto's state
+//! and a real etcd: pods get ENI addresses through the endpoints service, a restart keeps the
+//! allocations whose endpoint exists and releases the others, and bad input (an unknown
+//! instance type, no credentials, a dual-stack or requested-address ADD) fails in one line
+//! without touching EC2. Without a netlink handle (as `--no-dataplane`): the kernel side is
+//! the lab's e2e test.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trellis_agent::dataplane::DataplaneStatus;
+use trellis_agent::endpoints::{code, Endpoints};
+use trellis_agent::metrics::Metrics;
+use trellis_agent::vpc::run::{run, Running};
+use trellis_agent::vpc::VpcConfig;
+use trellis_agent_api::*;
+use trellis_datastore::testing::EtcdServer;
+use trellis_datastore::Datastore;
+use trellis_test_support::moto::{Fixture, REGION};
+use trellis_vpc::ec2::{CredentialSource, Ec2};
+use trellis_vpc::imds_server::{metadata_from_ec2, ImdsServer};
+
+const NODE: &str = "node-1";
+
+async fn imds(fx: &Fixture) -> ImdsServer {
+    let meta = metadata_from_ec2(&fx.ec2, &fx.instance_id, REGION, &[fx.vpc_cidr])
+        .await
+        .expect("IMDS metadata from moto");
+    ImdsServer::start("127.0.0.1:0".parse().unwrap(), meta)
+        .await
+        .expect("IMDS server")
+}
+
+fn config(fx: &Fixture, imds: &ImdsServer, dir: &Path) -> VpcConfig {
+    let mut cfg = VpcConfig::new(imds.endpoint(), "agent-test");
+    cfg.ec2_endpoint = Some(fx.moto.endpoint());
+    cfg.credentials = CredentialSource::Static {
+        access_key_id: "testing".into(),
+        secret_access_key: "testing".into(),
+    };
+    cfg.checkpoint = dir.join("vpc-ipam.json");
+    cfg.resync_interval = Duration::from_millis(500);
+    cfg
+}
+
+/// The agent's VPC side: the endpoints service over a started pool, and the pool's loops.
+struct Agent {
+    endpoints: Endpoints,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn start(cfg: &VpcConfig, ds: &Arc<dyn Datastore>) -> Result<Agent, String> {
+    trellis_agent::register::register_node(ds.as_ref(), NODE, &[])
+        .await
+        .unwrap();
+    let Running { pods, tasks } = run(
+        cfg,
+        ds.clone(),
+        NODE,
+        None,
+        Arc::new(DataplaneStatus::default()),
+        Arc::new(Metrics::default()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Agent {
+        endpoints: Endpoints::new(ds.clone(), NODE, 9001).with_vpc(pods),
+        tasks,
+    })
+}
+
+/// ADDs until the pool has an address (it fills in the background) or `within` passes.
+async fn add_retrying(e: &Endpoints, req: &AddRequest, within: Duration) -> AddResponse {
+    let t0 = Instant::now();
+    loop {
+        match e.add(req).await {
+            Ok(r) => return r,
+            Err(err) if err.code == code::TRY_AGAIN_LATER && t0.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("ADD {}: {err:?}", req.pod.name),
+        }
+    }
+}
+
+async fn record_endpoint(e: &Endpoints, req: &AddRequest, got: &AddResponse) {
+    e.endpoint(&EndpointRequest {
+        attachment: req.attachment.clone(),
+        pod: req.pod.clone(),
+        host_ifname: format!("trellis{}", &req.attachment.container_id[..4]),
+        mac: "0a:58:00:00:00:01".into(),
+        addresses: got.addresses.clone(),
+    })
+    .await
+    .unwrap();
+}
+
+/// Every secondary address EC2 has on the instance's ENIs, with its ENI.
+async fn ec2_secondaries(fx: &Fixture) -> Vec<(Ipv4Addr, String)> {
+    let instance = fx.ec2.describe_instance(&fx.instance_id).await.unwrap();
+    instance
+        .enis
+        .iter()
+        .flat_map(|e| e.secondary_ips().into_iter().map(|ip| (ip, e.id.clone())))
+        .collect()
+}
+
+fn ipv4(r: &AddResponse) -> Ipv4Addr {
+    match r.addresses.as_slice() {
+        [n] => match n.addr() {
+            IpAddr::V4(a) => a,
+            other => panic!("an IPv6 address {other}"),
+        },
+        other => panic!("one address expected, got {other:?}"),
+    }
+}
+
+fn add_request(cid: &str, pod: &str) -> AddRequest {
+    AddRequest {
+        attachment: Attachment {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+        },
+        pod: PodRef {
+            namespace: "default".into(),
+            name: pod.into(),
+            uid: String::new(),
+        },
+        assign_ipv4: true,
+        assign_ipv6: false,
+        ipv4_pools: vec![],
+        ipv6_pools: vec![],
+        requested: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_eni_addresses_and_a_restart_keeps_those_whose_endpoint_exists() {
+    let fx = Fixture::new("t3.small").await;
+    let imds = imds(&fx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&fx, &imds, dir.path());
+    let ds: Arc<dyn Datastore> = Arc::new(EtcdServer::shared().datastore("agent-vpc").await);
+    let agent = start(&cfg, &ds).await.unwrap();
+    let e = &agent.endpoints;
+
+    let status = e.status().await;
+    assert!(status.ready, "{status:?}");
+    let vpc = status.vpc.expect("the status has the pool");
+    assert_eq!(
+        (vpc.instance_type.as_str(), vpc.max_pods),
+        ("t3.small", 11),
+        "the AWS formula: 3 ENIs x (4 - 1) + 2"
+    );
+    assert_eq!(vpc.instance_id, fx.instance_id);
+
+    // Pod a (with its endpoint) and pod b (an ADD whose pod never got wired).
+    let (req_a, req_b) = (add_request("aaaa0001", "a"), add_request("bbbb0002", "b"));
+    let a = add_retrying(e, &req_a, Duration::from_secs(30)).await;
+    record_endpoint(e, &req_a, &a).await;
+    let b = add_retrying(e, &req_b, Duration::from_secs(30)).await;
+    let (ip_a, ip_b) = (ipv4(&a), ipv4(&b));
+    assert_ne!(ip_a, ip_b);
+    assert_eq!(a.mtu, 9001);
+    let in_ec2 = ec2_secondaries(&fx).await;
+    for ip in [ip_a, ip_b] {
+        assert!(
+            in_ec2.iter().any(|(x, _)| *x == ip),
+            "{ip} is a secondary address of one of the instance's ENIs in EC2: {in_ec2:?}"
+        );
+    }
+    // A repeated ADD gets the same address.
+    assert_eq!(ipv4(&e.add(&req_a).await.unwrap()), ip_a);
+
+    // Restart (a crash: nothing is released on the way down).
+    drop(agent);
+    let agent = start(&cfg, &ds).await.unwrap();
+    let e = &agent.endpoints;
+    assert_eq!(
+        ipv4(&e.add(&req_a).await.unwrap()),
+        ip_a,
+        "pod a keeps its address across the restart"
+    );
+    let saved = trellis_vpc::checkpoint::load(&cfg.checkpoint).unwrap();
+    let held: Vec<(String, Ipv4Addr)> = saved
+        .iter()
+        .map(|a| (a.container_id.clone(), a.ip))
+        .collect();
+    assert_eq!(
+        held,
+        vec![("aaaa0001".to_string(), ip_a)],
+        "the checkpoint keeps a, and b (no endpoint) was released"
+    );
+    let in_ec2 = ec2_secondaries(&fx).await;
+    let eni_a = &saved[0].eni_id;
+    assert!(
+        in_ec2.contains(&(ip_a, eni_a.clone())),
+        "EC2 agrees: {ip_a} is on {eni_a}: {in_ec2:?}"
+    );
+
+    // DEL releases it (it cools down; no other pod gets it at once).
+    let del = e
+        .del(&DelRequest {
+            attachment: req_a.attachment.clone(),
+            pod: Some(req_a.pod.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(del.released, vec![IpAddr::V4(ip_a)]);
+    assert!(trellis_vpc::checkpoint::load(&cfg.checkpoint)
+        .unwrap()
+        .is_empty());
+    let c = add_retrying(e, &add_request("cccc0003", "c"), Duration::from_secs(30)).await;
+    assert_ne!(ipv4(&c), ip_a, "a released address cools down first");
+
+    // GC releases what the runtime no longer has.
+    let gc = e.gc(&GcRequest { valid: vec![] }).await.unwrap();
+    assert_eq!(gc.released.len(), 1, "{gc:?}");
+    assert!(trellis_vpc::checkpoint::load(&cfg.checkpoint)
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_answers_try_again_later_and_bad_adds_are_refused() {
+    let fx = Fixture::new("t3.small").await;
+    let imds = imds(&fx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&fx, &imds, dir.path());
+    let ds: Arc<dyn Datastore> = Arc::new(EtcdServer::shared().datastore("agent-vpc-full").await);
+    let agent = start(&cfg, &ds).await.unwrap();
+    let e = &agent.endpoints;
+
+    let mut dual = add_request("dddd0001", "dual");
+    dual.assign_ipv6 = true;
+    let err = e.add(&dual).await.unwrap_err();
+    assert_eq!(err.code, code::INVALID_CONFIG);
+    assert!(err.message.contains("assigns IPv4 only"), "{}", err.message);
+    let mut fixed = add_request("eeee0001", "fixed");
+    fixed.requested = vec!["10.0.0.50".parse().unwrap()];
+    let err = e.add(&fixed).await.unwrap_err();
+    assert_eq!(err.code, code::INVALID_CONFIG);
+    assert!(err.message.contains("10.0.0.50"), "{}", err.message);
+    assert!(
+        trellis_vpc::checkpoint::load(&cfg.checkpoint)
+            .unwrap()
+            .is_empty(),
+        "refused ADDs hold nothing"
+    );
+
+    // t3.small: 3 ENIs x 3 secondary addresses.
+    let mut ips = Vec::new();
+    for i in 0..9 {
+        let r = add_retrying(
+            e,
+            &add_request(&format!("ffff{i:04}"), &format!("p{i}")),
+            Duration::from_secs(60),
+        )
+        .await;
+        ips.push(ipv4(&r));
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 9, "nine distinct addresses");
+    let err = e
+        .add(&add_request("ffff0009", "p9"))
+        .await
+        .expect_err("a tenth pod finds no address");
+    assert_eq!(err.code, code::TRY_AGAIN_LATER);
+    assert!(
+        err.message.starts_with(
+            "no free ENI address on node node-1 (9 held by pods, 0 cooling down, max pods 11)"
+        ),
+        "{}",
+        err.message
+    );
+    let vpc = e.status().await.vpc.unwrap();
+    assert_eq!(vpc.enis.len(), 3, "the instance type's ENI limit");
+    assert_eq!((vpc.addresses, vpc.assigned), (9, 9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_instance_type_or_missing_credentials_fail_in_one_line_and_create_nothing() {
+    let fx = Fixture::new("t3.small").await;
+    let imds = imds(&fx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ds: Arc<dyn Datastore> = Arc::new(EtcdServer::shared().datastore("agent-vpc-bad").await);
+    let enis_before = fx
+        .ec2
+        .describe_instance(&fx.instance_id)
+        .await
+        .unwrap()
+        .enis;
+
+    let mut cfg = config(&fx, &imds, dir.path());
+    cfg.credentials = CredentialSource::Empty;
+    let err = start(&cfg, &ds).await.err().expect("no credentials");
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert!(err.contains("no AWS credentials found"), "{err}");
+
+    imds.handle()
+        .update(|m| m.instance_type = "x9.imaginary".into());
+    let cfg = config(&fx, &imds, dir.path());
+    let err = start(&cfg, &ds).await.err().expect("unknown type");
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert_eq!(
+        err,
+        "unknown instance type \"x9.imaginary\": not in the built-in table and not known to \
+         DescribeInstanceTypes"
+    );
+
+    let enis_after = fx
+        .ec2
+        .describe_instance(&fx.instance_id)
+        .await
+        .unwrap()
+        .enis;
+    assert_eq!(enis_after.len(), enis_before.len(), "no ENI created");
+    assert!(!cfg.checkpoint.exists(), "no checkpoint written");
+}
