@@ -89,3 +89,40 @@ async fn a_checkpoint_that_cannot_be_written_gives_no_address() {
     assert_eq!(m.held_by(&owner), None);
     assert_eq!(m.stats().assigned, 0);
 }
+
+#[tokio::test]
+async fn a_new_enis_addresses_go_to_pods_only_once_its_interface_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeEc2::new());
+    let limits = limits_for("t3.small").unwrap();
+    let mut cfg = ManagerConfig::new(
+        "c",
+        INSTANCE,
+        WarmTargets::default(),
+        PoolLimits::new(&limits, 11),
+        dir.path().join("ipam.json"),
+    );
+    cfg.wait_for_interfaces = true;
+    let (m, _) = EniManager::start(fake.clone(), cfg, |_| true).await.unwrap();
+    m.reconcile(Instant::now()).await.unwrap();
+    for i in 0..3 {
+        let a = m.assign(&Owner::new(format!("c{i}"), "eth0")).unwrap();
+        assert_eq!(a.eni_id, "eni-primary");
+    }
+    // The primary ENI is full: the pass attaches a second ENI (WARM_ENI_TARGET=1).
+    m.reconcile(Instant::now()).await.unwrap();
+    assert_eq!(m.enis().len(), 2);
+    let second = m.enis()[1].id.clone();
+    assert_eq!(m.waiting_for_interfaces(), vec![second.clone()]);
+    assert!(
+        matches!(
+            m.assign(&Owner::new("c3", "eth0")),
+            Err(ManagerError::Book(BookError::Exhausted { .. }))
+        ),
+        "no pod gets an address of an ENI the host does not have yet"
+    );
+    m.interface_ready(&second);
+    assert!(m.waiting_for_interfaces().is_empty());
+    let a = m.assign(&Owner::new("c3", "eth0")).unwrap();
+    assert_eq!(a.eni_id, second);
+}
