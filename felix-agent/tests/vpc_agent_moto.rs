@@ -20,6 +20,7 @@ use trellis_datastore::testing::EtcdServer;
 use trellis_datastore::Datastore;
 use trellis_test_support::moto::{Fixture, REGION};
 use trellis_vpc::ec2::{CredentialSource, Ec2};
+use trellis_vpc::fault_proxy::FaultProxy;
 use trellis_vpc::imds_server::{metadata_from_ec2, ImdsServer};
 
 const NODE: &str = "node-1";
@@ -327,4 +328,101 @@ async fn an_unknown_instance_type_or_missing_credentials_fail_in_one_line_and_cr
         .enis;
     assert_eq!(enis_after.len(), enis_before.len(), "no ENI created");
     assert!(!cfg.checkpoint.exists(), "no checkpoint written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_subnet_and_throttling_are_survived_and_named_and_no_pod_gets_a_half_address() {
+    let fx = Fixture::new("t3.small").await;
+    let imds = imds(&fx).await;
+    let moto_addr = fx
+        .moto
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = FaultProxy::start("127.0.0.1:0".parse().unwrap(), moto_addr)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&fx, &imds, dir.path());
+    cfg.ec2_endpoint = Some(proxy.endpoint());
+    // The subnet has no address left for a second ENI; the first fill is throttled for a while.
+    proxy.fail(
+        "CreateNetworkInterface",
+        "InsufficientFreeAddressesInSubnet",
+        None,
+    );
+    proxy.fail("AssignPrivateIpAddresses", "RequestLimitExceeded", Some(4));
+    let ds: Arc<dyn Datastore> = Arc::new(EtcdServer::shared().datastore("agent-vpc-faults").await);
+    let agent = start(&cfg, &ds).await.unwrap();
+    let e = &agent.endpoints;
+
+    // Throttling: the pool backs off and fills the primary ENI once EC2 lets it.
+    for i in 0..3 {
+        add_retrying(
+            e,
+            &add_request(&format!("aaaa{i:04}"), &format!("p{i}")),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    assert!(
+        proxy.injected() >= 4,
+        "throttled {} times",
+        proxy.injected()
+    );
+
+    // The primary ENI is full and no ENI can be created: the ADD is refused, retryably,
+    // naming EC2's reason, and holds nothing.
+    let t0 = Instant::now();
+    let err = loop {
+        let err = e
+            .add(&add_request("bbbb0001", "q"))
+            .await
+            .expect_err("no address while the subnet is full");
+        if err.message.contains("InsufficientFreeAddressesInSubnet") || t0.elapsed().as_secs() > 30
+        {
+            break err;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(err.code, code::TRY_AGAIN_LATER);
+    assert!(!err.message.contains('\n'), "one line: {}", err.message);
+    assert!(
+        err.message.contains("InsufficientFreeAddressesInSubnet"),
+        "{}",
+        err.message
+    );
+    let vpc = e.status().await.vpc.unwrap();
+    assert!(
+        vpc.condition
+            .as_deref()
+            .is_some_and(|c| c.contains("InsufficientFreeAddressesInSubnet")),
+        "{vpc:?}"
+    );
+    assert_eq!(
+        trellis_vpc::checkpoint::load(&cfg.checkpoint)
+            .unwrap()
+            .len(),
+        3
+    );
+    let enis = fx
+        .ec2
+        .describe_instance(&fx.instance_id)
+        .await
+        .unwrap()
+        .enis;
+    assert_eq!(enis.len(), 1, "no ENI half-made");
+
+    // Addresses come back: the pool grows by a second ENI and the ADD succeeds.
+    proxy.clear();
+    let r = add_retrying(e, &add_request("bbbb0001", "q"), Duration::from_secs(60)).await;
+    let got = ipv4(&r);
+    let second = e.status().await.vpc.unwrap();
+    assert_eq!(second.enis.len(), 2);
+    assert!(second.condition.is_none(), "{second:?}");
+    assert!(ec2_secondaries(&fx)
+        .await
+        .iter()
+        .any(|(ip, eni)| *ip == got && *eni == second.enis[1].id));
 }

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod datapath;
 pub mod ec2;
 pub mod eni_manager;
+pub mod fault_proxy;
 pub mod imds;
 pub mod imds_server;
 pub mod limits;

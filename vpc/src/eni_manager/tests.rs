@@ -103,7 +103,9 @@ async fn a_new_enis_addresses_go_to_pods_only_once_its_interface_is_ready() {
         dir.path().join("ipam.json"),
     );
     cfg.wait_for_interfaces = true;
-    let (m, _) = EniManager::start(fake.clone(), cfg, |_| true).await.unwrap();
+    let (m, _) = EniManager::start(fake.clone(), cfg, |_| true)
+        .await
+        .unwrap();
     m.reconcile(Instant::now()).await.unwrap();
     for i in 0..3 {
         let a = m.assign(&Owner::new(format!("c{i}"), "eth0")).unwrap();
