@@ -19,7 +19,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::Read;
 use std::net::IpAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -29,26 +29,9 @@ use trellis_bgp_speaker::kernel::{
     RouteTable, RtNetlinkTable, MAIN_TABLE,
 };
 
+use trellis_test_support::netns::{ip, run};
+
 const RUN_PREFIX: &str = "trl-b";
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// `ip ARGS` (split at whitespace), which must succeed; returns stdout.
-fn ip(args: &str) -> String {
-    let argv: Vec<&str> = args.split_whitespace().collect();
-    let out = run("ip", &argv);
-    assert!(
-        out.status.success(),
-        "ip {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn require_root() {
     assert!(
