@@ -164,7 +164,7 @@ pub fn spawn_daemon(
     Ok(child.id())
 }
 
-fn wait_for(
+pub fn wait_for(
     what: &str,
     log: &Path,
     timeout: Duration,
@@ -211,6 +211,19 @@ pub struct UpArgs {
     /// Agents enforce NetworkPolicy.
     pub policy: bool,
     pub bin_dir: PathBuf,
+    /// Where pod addresses come from.
+    pub backend: Backend,
+    /// EC2 instance type of the nodes (`--backend vpc`).
+    pub instance_type: String,
+}
+
+/// Where pods get their addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The cluster's IP pools (VXLAN/IPIP/routed, per --encap).
+    Overlay,
+    /// ENI addresses of an emulated VPC (moto), `trellis-agent --backend vpc`.
+    Vpc,
 }
 
 /// Whether a lab with these settings has a BGP top-of-rack router.
@@ -278,7 +291,11 @@ fn check_up_args(a: &UpArgs) -> anyhow::Result<()> {
 }
 
 pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
-    check_up_args(a)?;
+    if a.backend == Backend::Vpc {
+        crate::aws::check_args(a)?;
+    } else {
+        check_up_args(a)?;
+    }
     if a.encap.is_ipip() {
         probe_ipip()?;
     }
@@ -318,9 +335,15 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         nodes: Vec::new(),
         pods: Vec::new(),
         bin_dir: a.bin_dir.clone(),
+        vpc: None,
     };
     // Saved early and after every step, so `down` can undo a half-finished `up`.
     lab.save()?;
+    if a.backend == Backend::Vpc {
+        crate::aws::up(&mut lab, a, &a.instance_type)?;
+        start_agents(&mut lab, &agent)?;
+        return Ok(lab);
+    }
     sh::run("ip", &["netns", "add", &ul])?;
     ip(&ul, &["link", "set", "lo", "up"])?;
     no_dad(&ul)?;
@@ -347,38 +370,8 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         ip(&ul, &["link", "set", &br, "up"])?;
     }
 
-    let etcd_log = dir.join("etcd.log");
-    let etcd_args: Vec<String> = [
-        "--name",
-        "lab",
-        "--data-dir",
-        &dir.join("etcd").display().to_string(),
-        "--listen-client-urls",
-        &format!("http://{}:2379,http://127.0.0.1:2379", etcd_ip()),
-        "--advertise-client-urls",
-        &format!("http://{}:2379", etcd_ip()),
-        "--listen-peer-urls",
-        "http://127.0.0.1:2380",
-        "--initial-advertise-peer-urls",
-        "http://127.0.0.1:2380",
-        "--initial-cluster",
-        "lab=http://127.0.0.1:2380",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    lab.etcd_pid = spawn_daemon(&ul, Path::new("/usr/bin/etcd"), &etcd_args, &etcd_log)?;
+    lab.etcd_pid = start_etcd(&ul, &dir, &etcd_ip())?;
     lab.save()?;
-    wait_for("etcd", &etcd_log, Duration::from_secs(20), || {
-        sh::in_netns(
-            &ul,
-            "etcdctl",
-            &["--endpoints", "http://127.0.0.1:2379", "endpoint", "health"],
-            &[("ETCDCTL_API", "3".into())],
-            "",
-        )
-        .is_ok_and(|(ok, _, _)| ok)
-    })?;
     let tor_nodes: Vec<TorNode> = (1..=a.nodes)
         .map(|i| {
             let (seg, ip, ip6) = node_addrs(i, a.nodes, a.subnets);
@@ -501,8 +494,15 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         }
         lab.save()?;
     }
+    start_agents(&mut lab, &agent)?;
+    Ok(lab)
+}
+
+/// Starts every node's agent and waits until each is ready.
+fn start_agents(lab: &mut LabState, agent: &Path) -> anyhow::Result<()> {
+    let dir = state::dir(&lab.name);
     for idx in 0..lab.nodes.len() {
-        lab.nodes[idx].agent_pid = start_agent(&lab, &agent, &lab.nodes[idx])?;
+        lab.nodes[idx].agent_pid = start_agent(lab, agent, &lab.nodes[idx])?;
         lab.save()?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -514,11 +514,47 @@ pub fn up(a: &UpArgs) -> anyhow::Result<LabState> {
         wait_for(
             &format!("trellis-agent on {}", n.name),
             &log,
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || rt.block_on(client.status()).is_ok_and(|s| s.ready),
         )?;
     }
-    Ok(lab)
+    Ok(())
+}
+
+/// Starts etcd in `ul`, listening on `listen_ip` and its loopback, and waits until it answers.
+pub fn start_etcd(ul: &str, dir: &Path, listen_ip: &str) -> anyhow::Result<u32> {
+    let etcd_log = dir.join("etcd.log");
+    let etcd_args: Vec<String> = [
+        "--name",
+        "lab",
+        "--data-dir",
+        &dir.join("etcd").display().to_string(),
+        "--listen-client-urls",
+        &format!("http://{listen_ip}:2379,http://127.0.0.1:2379"),
+        "--advertise-client-urls",
+        &format!("http://{listen_ip}:2379"),
+        "--listen-peer-urls",
+        "http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+        "--initial-cluster",
+        "lab=http://127.0.0.1:2380",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let pid = spawn_daemon(ul, Path::new("/usr/bin/etcd"), &etcd_args, &etcd_log)?;
+    wait_for("etcd", &etcd_log, Duration::from_secs(20), || {
+        sh::in_netns(
+            ul,
+            "etcdctl",
+            &["--endpoints", "http://127.0.0.1:2379", "endpoint", "health"],
+            &[("ETCDCTL_API", "3".into())],
+            "",
+        )
+        .is_ok_and(|(ok, _, _)| ok)
+    })?;
+    Ok(pid)
 }
 
 /// Starts BIRD as the ToR router in the router namespace `ul` (see [`run_bird`]).
@@ -567,7 +603,7 @@ fn start_trellis_bgp(
 
 /// Whether process `pid` (a child of this one, so a zombie once it exits: nothing reaps it
 /// while `up` runs) still runs.
-fn running(pid: u32) -> bool {
+pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         // pid (comm) STATE ...: comm may hold spaces and parentheses, the state follows the
         // last ')'.
@@ -629,6 +665,21 @@ fn start_agent(lab: &LabState, agent: &Path, node: &NodeState) -> anyhow::Result
         args.push("--no-policy".into());
     }
     let log = state::dir(&lab.name).join(&node.name).join("agent.log");
+    if lab.vpc.is_some() {
+        let i = lab
+            .nodes
+            .iter()
+            .position(|n| n.name == node.name)
+            .expect("the lab's node")
+            + 1;
+        let (vpc_args, env) = crate::aws::agent_args(lab, i);
+        // `env` sets the credentials for the agent alone.
+        let mut all = env;
+        all.push(agent.display().to_string());
+        all.extend(args);
+        all.extend(vpc_args);
+        return spawn_daemon(&node.netns, Path::new("/usr/bin/env"), &all, &log);
+    }
     // The log is appended to: a restarted agent's lines follow the previous one's.
     spawn_daemon(&node.netns, agent, &args, &log)
 }
@@ -700,6 +751,9 @@ pub fn down(lab: &LabState) -> anyhow::Result<()> {
     kill(lab.etcd_pid);
     kill(lab.bird_pid);
     kill(lab.rr_pid);
+    if let Some(v) = &lab.vpc {
+        crate::aws::down(v);
+    }
     for p in &lab.pods {
         kill(p.server_pid);
     }
@@ -709,6 +763,9 @@ pub fn down(lab: &LabState) -> anyhow::Result<()> {
     }
     for n in &lab.nodes {
         remove_netns(&n.netns);
+    }
+    if let Some(v) = &lab.vpc {
+        remove_netns(&v.outside_netns);
     }
     remove_netns(&lab.underlay_netns);
     let d = state::dir(&lab.name);
@@ -747,7 +804,27 @@ mod tests {
             route_reflector: None,
             policy: false,
             bin_dir: PathBuf::new(),
+            backend: Backend::Overlay,
+            instance_type: "t3.small".into(),
         }
+    }
+
+    #[test]
+    fn a_vpc_lab_refuses_bgp_dual_stack_and_encapsulation() {
+        let vpc = |f: &dyn Fn(&mut UpArgs)| {
+            let mut a = args(2, 1, Encap::Vxlan);
+            a.backend = Backend::Vpc;
+            f(&mut a);
+            crate::aws::check_args(&a).map_err(|e| e.to_string())
+        };
+        assert!(vpc(&|_| {}).is_ok());
+        assert!(vpc(&|a| a.bgp = true).unwrap_err().contains("--bgp"));
+        assert!(vpc(&|a| a.dual_stack = true)
+            .unwrap_err()
+            .contains("--dual-stack"));
+        assert!(vpc(&|a| a.encap = Encap::None)
+            .unwrap_err()
+            .contains("--encap"));
     }
 
     #[test]

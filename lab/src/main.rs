@@ -2,6 +2,7 @@
 //! machine, connected through an underlay namespace that also runs etcd. Nothing outside the
 //! lab's own namespaces (`tl-NAME-*`) is touched.
 
+mod aws;
 mod cluster;
 mod pods;
 mod probe;
@@ -70,6 +71,29 @@ enum Cmd {
         /// Where trellis, trellis-agent and trellisctl are (default: next to trellis-lab).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Where pods get addresses: the IP pools (overlay), or ENIs of an emulated AWS VPC
+        /// (moto as EC2, an IMDS per node, a VPC router namespace, agents `--backend vpc`).
+        #[arg(long, value_enum, default_value = "overlay")]
+        backend: cluster::Backend,
+        /// The nodes' EC2 instance type (--backend vpc); its ENI and address limits apply.
+        #[arg(long, default_value = "t3.small")]
+        instance_type: String,
+    },
+    /// Run a command on the VPC lab's test host outside the VPC (203.0.113.10):
+    /// `trellis-lab outside NAME -- python3 -m http.server 80`.
+    Outside {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// The VPC lab's EC2 hypervisor (started by `up --backend vpc` in the router namespace).
+    #[command(hide = true)]
+    VpcHypervisor {
+        name: String,
+        #[arg(long)]
+        nodes: usize,
+        #[arg(long)]
+        instance_type: String,
     },
     /// Tear a lab down.
     Down { name: String },
@@ -189,6 +213,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_policy,
             policy: _,
             bin_dir,
+            backend,
+            instance_type,
         } => {
             let bin_dir = match bin_dir {
                 Some(d) => d,
@@ -207,6 +233,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 route_reflector,
                 policy: !no_policy,
                 bin_dir,
+                backend,
+                instance_type,
             };
             match cluster::up(&args) {
                 Ok(lab) => print!("{}", status(&lab)),
@@ -299,6 +327,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return exec_in(&lab.underlay_netns, &cmd);
         }
         Cmd::Probe { command } => return probe::run(command),
+        Cmd::Outside { name, cmd } => {
+            let lab = LabState::load(&name)?;
+            let Some(v) = &lab.vpc else {
+                anyhow::bail!("lab {name} has no VPC: the outside host is part of --backend vpc");
+            };
+            return exec_in(&v.outside_netns, &cmd);
+        }
+        Cmd::VpcHypervisor {
+            name,
+            nodes,
+            instance_type,
+        } => aws::hypervisor::run(&name, nodes, &instance_type, &state::dir(&name))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -322,6 +362,7 @@ fn status(lab: &LabState) -> String {
             None => "bgp: agents run the node-to-node mesh (AS 64512)\n",
         });
     }
+    out.push_str(&aws::status(lab));
     for n in &lab.nodes {
         out.push_str(&format!(
             "node {:<8} {:<12} {:<20} netns {}\n",

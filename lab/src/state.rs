@@ -72,6 +72,9 @@ pub struct LabState {
     pub pods: Vec<PodState>,
     /// Where trellis, trellis-agent and trellisctl are.
     pub bin_dir: PathBuf,
+    /// A `--backend vpc` lab's VPC (none: an overlay lab).
+    #[serde(default)]
+    pub vpc: Option<crate::aws::VpcLab>,
 }
 
 fn one() -> usize {

@@ -33,7 +33,9 @@ pub struct PassInputs {
     pub present: BTreeSet<String>,
     /// The primary ENI's interface, when found.
     pub primary_if: Option<String>,
-    pub problems: Vec<String>,
+    /// Attached ENIs whose interface has not appeared yet: expected for a moment after an
+    /// attachment, reported in the status, not a reason to fail a pod's ADD.
+    pub pending: Vec<String>,
 }
 
 /// `aa:bb:..` of a link, lower case.
@@ -76,7 +78,7 @@ pub fn pass_inputs(
         pods: Vec::new(),
         present: BTreeSet::new(),
         primary_if: None,
-        problems: Vec::new(),
+        pending: Vec::new(),
     };
     for e in enis {
         match by_mac.get(&e.mac.to_ascii_lowercase()) {
@@ -94,7 +96,7 @@ pub fn pass_inputs(
                     out.primary_if = Some(if_name.clone());
                 }
             }
-            None => out.problems.push(format!(
+            None => out.pending.push(format!(
                 "ENI {} (device {}, MAC {}) has no interface on this host yet",
                 e.id, e.device_index, e.mac
             )),
@@ -145,6 +147,8 @@ impl NodeSettings {
 
 struct Kernel {
     nl: Box<dyn DatapathNetlink>,
+    /// For ENI addresses (not part of [`DatapathNetlink`]); none in tests without a kernel.
+    addresses: Option<rtnetlink::Handle>,
     /// The nft transaction last applied (re-applied only when it changes, or on resync).
     nft_applied: Option<String>,
 }
@@ -174,6 +178,7 @@ impl VpcDatapath {
         manager: Arc<EniManager>,
         settings: NodeSettings,
         nl: Box<dyn DatapathNetlink>,
+        addresses: Option<rtnetlink::Handle>,
         status: Arc<DataplaneStatus>,
         metrics: Arc<Metrics>,
     ) -> VpcDatapath {
@@ -182,6 +187,7 @@ impl VpcDatapath {
             settings,
             kernel: tokio::sync::Mutex::new(Kernel {
                 nl,
+                addresses,
                 nft_applied: None,
             }),
             interfaces: Mutex::new(BTreeMap::new()),
@@ -200,16 +206,26 @@ impl VpcDatapath {
 
     /// One pass: reads the host's links, computes and applies the rules, tables and links,
     /// then SNAT (when its text changed, or always with `resync`). Releases waiting ENIs whose
-    /// interface is now routed. Returns the problems (also set in the agent status).
+    /// interface is now routed. Returns the problems; they and the ENIs still without an
+    /// interface are in the agent status.
     pub async fn pass(&self, resync: bool) -> Result<(), String> {
         let mut kernel = self.kernel.lock().await;
-        let result = self.pass_locked(&mut kernel, resync).await;
-        self.status.set(STATUS_KEY, result.clone().err());
+        let mut pending = Vec::new();
+        let result = self.pass_locked(&mut kernel, resync, &mut pending).await;
+        let mut shown = pending;
+        shown.extend(result.clone().err());
+        self.status
+            .set(STATUS_KEY, (!shown.is_empty()).then(|| shown.join("; ")));
         self.update_metrics();
         result
     }
 
-    async fn pass_locked(&self, kernel: &mut Kernel, resync: bool) -> Result<(), String> {
+    async fn pass_locked(
+        &self,
+        kernel: &mut Kernel,
+        resync: bool,
+        pending: &mut Vec<String>,
+    ) -> Result<(), String> {
         let links = kernel
             .nl
             .read_links()
@@ -220,10 +236,18 @@ impl VpcDatapath {
             &self.manager.allocations(),
             &interfaces_by_mac(&links),
         );
-        let mut problems = inputs.problems.clone();
+        pending.extend(inputs.pending.iter().cloned());
+        let mut problems = Vec::new();
         let Some(primary_if) = inputs.primary_if.clone() else {
-            return Err(problems.join("; "));
+            return Err("the primary ENI has no interface on this host".into());
         };
+        if let Some(h) = &kernel.addresses {
+            for (index, address) in eni_addresses(&self.manager.enis(), &links, &inputs) {
+                if let Err(e) = ensure_address(h, index, address).await {
+                    problems.push(e);
+                }
+            }
+        }
         let cfg = self.settings.datapath_config(&primary_if);
         let desired = vpc_dp::compute_desired(&cfg, &inputs.enis, &inputs.pods)
             .map_err(|e| format!("VPC datapath: {e}"))?;
@@ -290,6 +314,55 @@ impl VpcDatapath {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// (link index, ENI primary address/subnet prefix) for each secondary ENI on the host: ipamd
+/// gives a secondary ENI its own address, so what the node sends from it (ARP for the
+/// gateway, above all) carries an address the VPC knows on that ENI.
+fn eni_addresses(
+    enis: &[EniInfo],
+    links: &[LinkMessage],
+    inputs: &PassInputs,
+) -> Vec<(u32, Ipv4Net)> {
+    let index_of = |name: &str| {
+        links
+            .iter()
+            .find(|l| name_of(l).as_deref() == Some(name))
+            .map(|l| l.header.index)
+    };
+    enis.iter()
+        .filter(|e| !e.primary)
+        .filter_map(|e| {
+            let dp = inputs.enis.iter().find(|d| d.id == e.id)?;
+            let ip = e.primary_ip?;
+            let net = Ipv4Net::new(ip, e.subnet.prefix_len()).ok()?;
+            Some((index_of(&dp.if_name)?, net))
+        })
+        .collect()
+}
+
+async fn ensure_address(h: &rtnetlink::Handle, index: u32, address: Ipv4Net) -> Result<(), String> {
+    use futures::TryStreamExt;
+    let have: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| format!("reading the addresses of link {index}: {e}"))?;
+    let present = have
+        .iter()
+        .filter_map(crate::autodetect::netlink::address_of)
+        .any(|(i, net)| i == index && net == ipnet::IpNet::V4(address));
+    if present {
+        return Ok(());
+    }
+    h.address()
+        .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+        .execute()
+        .await
+        .map_err(|e| format!("adding {address} to ENI link {index}: {e}"))
 }
 
 /// Loose reverse-path filtering on an ENI (AWS sets 2 on eth0): replies to pods on a

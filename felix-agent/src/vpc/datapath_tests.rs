@@ -74,7 +74,7 @@ fn enis_are_found_by_mac_and_pods_of_a_missing_one_wait() {
         }]
     );
     assert_eq!(
-        got.problems,
+        got.pending,
         vec!["ENI eni-b (device 1, MAC 0e:00:00:00:00:01) has no interface on this host yet"]
     );
 }

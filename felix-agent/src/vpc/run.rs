@@ -137,7 +137,8 @@ pub async fn run(
             let dp = Arc::new(VpcDatapath::new(
                 vpc.manager.clone(),
                 settings,
-                Box::new(RtDatapathNetlink::new(h)),
+                Box::new(RtDatapathNetlink::new(h.clone())),
+                Some(h),
                 status,
                 metrics,
             ));
