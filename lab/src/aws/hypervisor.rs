@@ -135,6 +135,7 @@ async fn desired(
                 continue;
             };
             let plug = Plug {
+                eni_id: eni.id.clone(),
                 node: i + 1,
                 node_netns: format!("{NETNS_PREFIX}{lab}-node-{}", i + 1),
                 device,
@@ -185,10 +186,18 @@ async fn serve(lab: &str, nodes: usize, instance_type: &str, dir: &Path) -> anyh
     loop {
         match desired(&ec2, lab, &instances).await {
             Ok(want) => {
-                for step in plan(&current, &want) {
-                    if let Err(e) = router.apply(&step) {
+                let steps = plan(&current, &want);
+                for step in &steps {
+                    if let Err(e) = router.apply(step) {
                         eprintln!("vpc-hypervisor: {step:?}: {e:#}");
                     }
+                }
+                if !steps.is_empty() || !written {
+                    // EC2's view of every attached ENI, for tests and operators.
+                    let plugs: Vec<&Plug> = want.values().collect();
+                    let tmp = dir.join("enis.json.tmp");
+                    std::fs::write(&tmp, serde_json::to_vec_pretty(&plugs)?)?;
+                    std::fs::rename(&tmp, dir.join("enis.json"))?;
                 }
                 current = want;
             }

@@ -89,18 +89,37 @@ pub fn check_args(a: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn moto_server() -> anyhow::Result<String> {
-    let out = sh::run("sh", &["-c", "command -v moto_server"]).map_err(|_| {
+/// moto_server with unique, unreserved ENI addresses (see `moto_lab.py`).
+const MOTO_LAB_PY: &str = include_str!("moto_lab.py");
+
+/// The Python that has moto: `moto_server`'s interpreter when it is a Python script (a venv),
+/// else `python3`.
+fn moto_python() -> anyhow::Result<String> {
+    let server = sh::run("sh", &["-c", "command -v moto_server"]).map_err(|_| {
         anyhow::anyhow!(
             "moto_server is not on the PATH: install it with pip install 'moto[server]' (scripts/lib/setup.sh does)"
         )
     })?;
-    Ok(out.trim().to_string())
+    let first = std::fs::read_to_string(server.trim())
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    let python = match first.strip_prefix("#!") {
+        Some(i) if i.contains("python") && !i.contains(' ') => i.trim().to_string(),
+        _ => "python3".to_string(),
+    };
+    sh::run(&python, &["-c", "import moto.server"]).with_context(|| {
+        format!(
+            "{python} cannot import moto (the interpreter of {})",
+            server.trim()
+        )
+    })?;
+    Ok(python)
 }
 
 /// Builds a VPC lab (the caller has checked the name and binaries and saved `lab`).
 pub fn up(lab: &mut LabState, a: &UpArgs, instance_type: &str) -> anyhow::Result<()> {
-    let moto = moto_server()?;
+    let python = moto_python()?;
     let dir = state::dir(&a.name);
     let ul = lab.underlay_netns.clone();
     let outside = format!("{NETNS_PREFIX}{}-out", a.name);
@@ -119,10 +138,13 @@ pub fn up(lab: &mut LabState, a: &UpArgs, instance_type: &str) -> anyhow::Result
     sh::sysctl(&ul, "net.ipv4.ip_forward", "1")?;
     lab.etcd_pid = cluster::start_etcd(&ul, &dir, &GATEWAY.to_string())?;
     lab.save()?;
+    let script = dir.join("moto_lab.py");
+    std::fs::write(&script, MOTO_LAB_PY)?;
     let moto_pid = spawn_daemon(
         &ul,
-        Path::new(&moto),
+        Path::new(&python),
         &[
+            script.display().to_string(),
             "-H".into(),
             "0.0.0.0".into(),
             "-p".into(),

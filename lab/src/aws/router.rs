@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 use crate::sh::{self, ip};
 
 /// One attached ENI as the router plugs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Plug {
+    pub eni_id: String,
     /// 1-based lab node.
     pub node: usize,
     pub node_netns: String,
@@ -203,6 +204,7 @@ mod tests {
     fn plug(node: usize, device: u32, mac: &str, ips: &[&str]) -> Plug {
         let ips: BTreeSet<Ipv4Addr> = ips.iter().map(|s| s.parse().unwrap()).collect();
         Plug {
+            eni_id: format!("eni-{node}-{device}"),
             node,
             node_netns: format!("tl-x-node-{node}"),
             device,
