@@ -426,3 +426,88 @@ async fn a_full_subnet_and_throttling_are_survived_and_named_and_no_pod_gets_a_h
         .iter()
         .any(|(ip, eni)| *ip == got && *eni == second.enis[1].id));
 }
+
+/// Runs the `trellis-agent` binary in VPC mode against `imds` and moto until it exits (it must,
+/// within 60 s); its exit code and standard error. Credentials only when `credentials`; the
+/// SDK's own IMDS credential lookup goes to the test's IMDS (which has no role), never to
+/// 169.254.169.254.
+fn agent_binary(fx: &Fixture, imds: &ImdsServer, credentials: bool) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trellis-agent"));
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", dir.path())
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+        .args(["--backend", "vpc", "--no-dataplane", "--no-policy"])
+        .args(["--ec2-endpoint", &fx.moto.endpoint()])
+        .args(["--node-name", &format!("bad-input-{}", std::process::id())])
+        .args(["--node-ip", "127.0.0.1", "--mtu", "9001"])
+        .args(["--health-port", "0", "--metrics-port", "0"])
+        .args(["--etcd-endpoints", &EtcdServer::shared().endpoint()])
+        .args([
+            "--etcd-prefix",
+            &format!("/trellis-test/{}-bad-input/", std::process::id()),
+        ])
+        .arg("--socket")
+        .arg(dir.path().join("agent.sock"))
+        .arg("--vpc-checkpoint")
+        .arg(dir.path().join("vpc-ipam.json"));
+    if credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the agent did not exit on bad input within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !dir.path().join("vpc-ipam.json").exists(),
+        "no checkpoint written"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_exits_with_one_line_naming_an_unknown_type_or_missing_credentials() {
+    let fx = Fixture::new("t3.small").await;
+    let imds = imds(&fx).await;
+    let last = |stderr: &str| stderr.lines().last().unwrap_or_default().to_string();
+
+    let (code, stderr) = tokio::task::block_in_place(|| agent_binary(&fx, &imds, false));
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = last(&stderr);
+    assert!(
+        line.starts_with("trellis-agent: VPC backend: ") && line.contains("no AWS credentials"),
+        "{stderr}"
+    );
+
+    imds.handle()
+        .update(|m| m.instance_type = "x9.imaginary".into());
+    let (code, stderr) = tokio::task::block_in_place(|| agent_binary(&fx, &imds, true));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        last(&stderr),
+        "trellis-agent: VPC backend: unknown instance type \"x9.imaginary\": not in the built-in \
+         table and not known to DescribeInstanceTypes"
+    );
+    let enis = fx
+        .ec2
+        .describe_instance(&fx.instance_id)
+        .await
+        .unwrap()
+        .enis;
+    assert_eq!(enis.len(), 1, "no ENI created");
+}
