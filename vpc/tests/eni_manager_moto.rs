@@ -293,3 +293,63 @@ async fn ec2_errors_set_the_condition_are_survived_and_leak_nothing() {
     // Pods kept their addresses through all of it.
     assert_eq!(m.allocations().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_networking_puts_pods_on_enis_in_the_pod_subnet_with_its_security_groups() {
+    let fx = Fixture::new("t3.small").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&fx, dir.path());
+    // The ENIConfig's subnet and groups; the primary ENI (in the node subnet) hosts no pod.
+    let sg = fx
+        .sdk
+        .create_security_group()
+        .group_name("trellis-pods")
+        .description("pods")
+        .vpc_id(&fx.vpc_id)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    cfg.custom_network = Some(trellis_vpc::eni_manager::CustomNetwork {
+        subnet_id: fx.subnet2_id.clone(),
+        security_groups: vec![sg.clone()],
+    });
+    let ec2: Arc<dyn Ec2> = Arc::new(fx.ec2.clone());
+    let (m, _) = EniManager::start(ec2, cfg, |_| true).await.unwrap();
+    m.reconcile(Instant::now()).await.unwrap();
+
+    let enis = m.enis();
+    assert_eq!(enis.len(), 2, "the primary and one pod ENI: {enis:?}");
+    let pod_eni = &enis[1];
+    assert_eq!(pod_eni.subnet, "10.0.1.0/24".parse().unwrap());
+    let described = fx
+        .ec2
+        .describe_network_interfaces(&EniFilter::Ids(vec![pod_eni.id.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(described[0].subnet_id, fx.subnet2_id);
+    // moto reports an attached ENI's groups together with its instance's.
+    assert!(
+        described[0].security_groups.contains(&sg),
+        "{:?}",
+        described[0].security_groups
+    );
+    assert!(
+        fx.ec2
+            .describe_instance(&fx.instance_id)
+            .await
+            .unwrap()
+            .primary_eni()
+            .unwrap()
+            .secondary_ips()
+            .is_empty(),
+        "the primary ENI gets no pod addresses"
+    );
+    for i in 0..3 {
+        let a = m.assign(&pod(i)).unwrap();
+        assert_eq!(a.eni_id, pod_eni.id);
+        assert!(pod_eni.subnet.contains(&a.ip), "{a:?}");
+    }
+}
