@@ -4,7 +4,8 @@
 //!    --nodes 1`, and `--backend vpc` with an m5.4xlarge, whose primary ENI holds 29 pod
 //!    addresses): the real `trellis` plugin invoked in the node namespace as a runtime would,
 //!    timed from spawn to exit, ADD of every pod then DEL of every pod, the two labs in
-//!    alternating order per round. Pod namespaces are made before any timing. In VPC mode an
+//!    alternating order per round, each VPC round once the pool has the pods' addresses free
+//!    (released ones cool down 30 s). Pod namespaces are made before any timing. In VPC mode an
 //!    ADD takes a warm address (no EC2 call) and puts the pod's `ip rule`s in; in overlay mode
 //!    it claims the address in etcd. Printed: p50/p99 of each and vpc/overlay.
 //! 2. **Growing the pool by one ENI vs the EC2 calls it needs.** Against moto on loopback, per
@@ -256,11 +257,29 @@ fn add_latency(a: &Args) -> Result<(Vec<Row>, Vec<Ratio>)> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A freed address cools down for 30 s before another pod gets it (as in the AWS VPC CNI):
+    // each VPC round starts once the warm pool has `pods` addresses free again, so it measures
+    // ADDs from a warm pool, not waits for the pool to grow.
+    let warm = |l: &Lab| -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            let s = vpc_status(l)?;
+            if s.addresses - s.assigned - s.cooling >= a.pods as u32 {
+                return Ok(());
+            }
+            ensure!(
+                t0.elapsed() < Duration::from_secs(90),
+                "the warm pool did not recover: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
     let (mut to, mut tv) = (Tally::default(), Tally::default());
     // Untimed: first-use costs (page cache, the overlay's first block claim).
     round(&ovl, &plugin, 2, None, &mut Tally::default())?;
     round(&vpc, &plugin, 2, Some("10.0."), &mut Tally::default())?;
     for r in 0..a.rounds {
+        warm(&vpc)?;
         if r % 2 == 0 {
             round(&ovl, &plugin, a.pods, None, &mut to)?;
             round(&vpc, &plugin, a.pods, Some("10.0."), &mut tv)?;
