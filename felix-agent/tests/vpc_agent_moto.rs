@@ -418,7 +418,16 @@ async fn a_full_subnet_and_throttling_are_survived_and_named_and_no_pod_gets_a_h
     proxy.clear();
     let r = add_retrying(e, &add_request("bbbb0001", "q"), Duration::from_secs(60)).await;
     let got = ipv4(&r);
-    let second = e.status().await.vpc.unwrap();
+    // The condition clears when the step that made the ENI returns (just after the ENI's
+    // addresses reach the book).
+    let t0 = Instant::now();
+    let second = loop {
+        let s = e.status().await.vpc.unwrap();
+        if s.condition.is_none() || t0.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(second.enis.len(), 2);
     assert!(second.condition.is_none(), "{second:?}");
     assert!(ec2_secondaries(&fx)

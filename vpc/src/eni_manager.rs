@@ -425,7 +425,11 @@ impl EniManager {
                 break Ok(steps);
             }
             match self.reconcile_once(now).await {
-                Ok(true) => steps += 1,
+                Ok(true) => {
+                    // An EC2 step worked: the last problem is over, whatever the next brings.
+                    *self.condition.lock().expect("condition lock") = None;
+                    steps += 1
+                }
                 Ok(false) => break Ok(steps),
                 Err(e) => break Err(e),
             }
