@@ -29,7 +29,7 @@ use ipnet::Ipv4Net;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::ec2::{Ec2, Ec2Error, Eni};
+use crate::ec2::{Ec2, Ec2Error, Eni, Instance};
 use crate::imds::{ImdsEni, InstanceMetadata, MAX_TOKEN_TTL, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER};
 
 /// A running server. Dropping it stops the server; [`ImdsServer::shutdown`] waits for that.
@@ -311,6 +311,16 @@ pub async fn metadata_from_ec2(
     vpc_cidrs: &[Ipv4Net],
 ) -> Result<InstanceMetadata, Ec2Error> {
     let instance = ec2.describe_instance(instance_id).await?;
+    metadata_of_instance(ec2, instance, region, vpc_cidrs).await
+}
+
+/// [`metadata_from_ec2`] for an instance already described (only subnets are looked up).
+pub async fn metadata_of_instance(
+    ec2: &dyn Ec2,
+    instance: Instance,
+    region: &str,
+    vpc_cidrs: &[Ipv4Net],
+) -> Result<InstanceMetadata, Ec2Error> {
     let mut subnet_cidrs = BTreeMap::new();
     let mut enis = Vec::new();
     for eni in instance.enis.iter().filter(|eni| eni.attachment.is_some()) {

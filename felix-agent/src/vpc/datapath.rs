@@ -52,7 +52,7 @@ fn mac_of(link: &LinkMessage) -> Option<String> {
     })
 }
 
-fn name_of(link: &LinkMessage) -> Option<String> {
+pub(crate) fn name_of(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
@@ -231,8 +231,9 @@ impl VpcDatapath {
             .read_links()
             .await
             .map_err(|e| format!("reading links: {e}"))?;
+        let enis = self.manager.enis();
         let inputs = pass_inputs(
-            &self.manager.enis(),
+            &enis,
             &self.manager.allocations(),
             &interfaces_by_mac(&links),
         );
@@ -242,11 +243,8 @@ impl VpcDatapath {
             return Err("the primary ENI has no interface on this host".into());
         };
         if let Some(h) = &kernel.addresses {
-            for (index, address) in eni_addresses(&self.manager.enis(), &links, &inputs) {
-                if let Err(e) = ensure_address(h, index, address).await {
-                    problems.push(e);
-                }
-            }
+            let wanted = eni_addresses(&enis, &links, &inputs);
+            problems.extend(ensure_addresses(h, &wanted).await);
         }
         let cfg = self.settings.datapath_config(&primary_if);
         let desired = vpc_dp::compute_desired(&cfg, &inputs.enis, &inputs.pods)
@@ -341,28 +339,36 @@ fn eni_addresses(
         .collect()
 }
 
-async fn ensure_address(h: &rtnetlink::Handle, index: u32, address: Ipv4Net) -> Result<(), String> {
+/// Adds each `(link index, address)` the kernel lacks: one address dump per pass, none
+/// without secondary ENIs. Returns the problems.
+async fn ensure_addresses(h: &rtnetlink::Handle, wanted: &[(u32, Ipv4Net)]) -> Vec<String> {
     use futures::TryStreamExt;
-    let have: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("reading the addresses of link {index}: {e}"))?;
-    let present = have
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let have: Vec<_> = match h.address().get().execute().try_collect().await {
+        Ok(have) => have,
+        Err(e) => return vec![format!("reading the node's addresses: {e}")],
+    };
+    let have: Vec<(u32, ipnet::IpNet)> = have
         .iter()
         .filter_map(crate::autodetect::netlink::address_of)
-        .any(|(i, net)| i == index && net == ipnet::IpNet::V4(address));
-    if present {
-        return Ok(());
+        .collect();
+    let mut problems = Vec::new();
+    for &(index, address) in wanted {
+        if have.contains(&(index, ipnet::IpNet::V4(address))) {
+            continue;
+        }
+        if let Err(e) = h
+            .address()
+            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+            .execute()
+            .await
+        {
+            problems.push(format!("adding {address} to ENI link {index}: {e}"));
+        }
     }
-    h.address()
-        .add(index, IpAddr::V4(address.addr()), address.prefix_len())
-        .execute()
-        .await
-        .map_err(|e| format!("adding {address} to ENI link {index}: {e}"))
+    problems
 }
 
 /// Loose reverse-path filtering on an ENI (AWS sets 2 on eth0): replies to pods on a

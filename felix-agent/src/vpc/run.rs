@@ -58,14 +58,7 @@ async fn link_names(handle: &rtnetlink::Handle) -> anyhow::Result<BTreeSet<Strin
         .try_collect()
         .await
         .context("listing this node's links")?;
-    Ok(links
-        .iter()
-        .flat_map(|l| &l.attributes)
-        .filter_map(|a| match a {
-            rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        })
-        .collect())
+    Ok(links.iter().filter_map(super::datapath::name_of).collect())
 }
 
 /// Starts the pool and, with a netlink `handle`, the datapath (one pass done before this

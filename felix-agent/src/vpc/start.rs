@@ -9,7 +9,7 @@ use trellis_vpc::checkpoint::Allocation;
 use trellis_vpc::ec2::{Ec2, Ec2Config, Ec2Error, SdkEc2};
 use trellis_vpc::eni_manager::{EniManager, ManagerConfig, ManagerError};
 use trellis_vpc::imds::{ImdsClient, ImdsConfig, ImdsError, InstanceMetadata};
-use trellis_vpc::limits::{self, Ec2Limits, InstanceLimits, ResolveError};
+use trellis_vpc::limits::{self, Ec2Limits, InstanceLimits};
 use trellis_vpc::max_pods::{self, MaxPods, MaxPodsError, Mode};
 use trellis_vpc::warm_pool::PoolLimits;
 
@@ -136,7 +136,8 @@ async fn start_once(
     );
     let limits = limits::resolve(&metadata.instance_type, &Ec2Limits(ec2.as_ref()))
         .await
-        .map_err(|e| StartError::InstanceType(one_line(&e)))?;
+        // The cause on the same line (`{:#}`): a failed DescribeInstanceTypes says why.
+        .map_err(|e| StartError::InstanceType(format!("{:#}", anyhow::Error::new(e))))?;
     let mode = Mode {
         prefix_delegation: cfg.targets.prefix_delegation,
         custom_networking: cfg.custom_network.is_some(),
@@ -172,18 +173,6 @@ async fn start_once(
         },
         restored,
     ))
-}
-
-/// An error and its causes on one line.
-fn one_line<E: std::error::Error>(e: &ResolveError<E>) -> String {
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 #[cfg(test)]
