@@ -85,6 +85,16 @@ fn vxlan() -> Encap {
     Encap::Vxlan
 }
 
+/// Writes `value` as JSON to `path` by rename, so a reader never sees half a file.
+pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
 pub fn dir(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(name)
 }
@@ -101,10 +111,7 @@ impl LabState {
     pub fn save(&self) -> anyhow::Result<()> {
         let d = dir(&self.name);
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-        let tmp = d.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, d.join("state.json"))?;
-        Ok(())
+        write_json(&d.join("state.json"), self)
     }
 
     pub fn node(&self, name: &str) -> anyhow::Result<&NodeState> {

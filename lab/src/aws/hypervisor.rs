@@ -17,14 +17,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_sdk_ec2::types::InstanceType;
 use ipnet::Ipv4Net;
-use trellis_vpc::ec2::{CredentialSource, Ec2, Ec2Config, SdkEc2};
+use trellis_vpc::ec2::{CredentialSource, Ec2, Ec2Config, Instance, SdkEc2};
 use trellis_vpc::imds::InstanceMetadata;
-use trellis_vpc::imds_server::{metadata_from_ec2, ImdsServer};
+use trellis_vpc::imds_server::{metadata_of_instance, ImdsServer};
 
 use super::router::{plan, Plug, Router};
 use super::{VpcInfo, VpcNodeInfo, GATEWAY, IMAGE_ID, IMDS_BASE_PORT, MOTO_PORT, REGION};
 use super::{SUBNET_CIDR, VPC_CIDR};
-use crate::state::NETNS_PREFIX;
+use crate::state::{write_json, NETNS_PREFIX};
 
 fn ec2_config() -> Ec2Config {
     Ec2Config {
@@ -118,18 +118,23 @@ async fn create_vpc(
     ))
 }
 
+/// Every lab instance as EC2 describes it, in node order.
+async fn describe_all(ec2: &dyn Ec2, instances: &[String]) -> anyhow::Result<Vec<Instance>> {
+    let mut out = Vec::new();
+    for id in instances {
+        out.push(
+            ec2.describe_instance(id)
+                .await
+                .with_context(|| format!("describing {id}"))?,
+        );
+    }
+    Ok(out)
+}
+
 /// The plugs every instance's attached ENIs call for.
-async fn desired(
-    ec2: &dyn Ec2,
-    lab: &str,
-    instances: &[String],
-) -> anyhow::Result<BTreeMap<String, Plug>> {
+fn desired(lab: &str, instances: &[Instance]) -> BTreeMap<String, Plug> {
     let mut out = BTreeMap::new();
-    for (i, id) in instances.iter().enumerate() {
-        let inst = ec2
-            .describe_instance(id)
-            .await
-            .with_context(|| format!("describing {id}"))?;
+    for (i, inst) in instances.iter().enumerate() {
         for eni in &inst.enis {
             let (Some(device), Some(primary_ip)) = (eni.device_index(), eni.primary_ip()) else {
                 continue;
@@ -146,7 +151,7 @@ async fn desired(
             out.insert(plug.router_end(), plug);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Runs the hypervisor until killed.
@@ -171,21 +176,26 @@ async fn serve(lab: &str, nodes: usize, instance_type: &str, dir: &Path) -> anyh
         mtu: super::MTU,
     };
     let mut imds = Vec::new();
-    let mut served: Vec<Option<InstanceMetadata>> = vec![None; instances.len()];
-    for (i, id) in instances.iter().enumerate() {
-        let meta = metadata_from_ec2(&ec2, id, REGION, &[vpc_cidr]).await?;
-        let port = IMDS_BASE_PORT + i as u16 + 1;
+    let mut served: Vec<InstanceMetadata> = Vec::new();
+    for (i, inst) in describe_all(&ec2, &instances)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        let meta = metadata_of_instance(&ec2, inst, REGION, &[vpc_cidr]).await?;
+        let port = imds_port(i + 1);
         let server = ImdsServer::start(SocketAddr::new(GATEWAY.into(), port), meta.clone())
             .await
             .with_context(|| format!("IMDS for node-{} on {GATEWAY}:{port}", i + 1))?;
-        served[i] = Some(meta);
+        served.push(meta);
         imds.push(server);
     }
     let mut current: BTreeMap<String, Plug> = BTreeMap::new();
     let mut written = false;
     loop {
-        match desired(&ec2, lab, &instances).await {
-            Ok(want) => {
+        match describe_all(&ec2, &instances).await {
+            Ok(described) => {
+                let want = desired(lab, &described);
                 let steps = plan(&current, &want);
                 for step in &steps {
                     if let Err(e) = router.apply(step) {
@@ -195,21 +205,19 @@ async fn serve(lab: &str, nodes: usize, instance_type: &str, dir: &Path) -> anyh
                 if !steps.is_empty() || !written {
                     // EC2's view of every attached ENI, for tests and operators.
                     let plugs: Vec<&Plug> = want.values().collect();
-                    let tmp = dir.join("enis.json.tmp");
-                    std::fs::write(&tmp, serde_json::to_vec_pretty(&plugs)?)?;
-                    std::fs::rename(&tmp, dir.join("enis.json"))?;
+                    write_json(&dir.join("enis.json"), &plugs)?;
                 }
                 current = want;
-            }
-            Err(e) => eprintln!("vpc-hypervisor: {e:#}"),
-        }
-        for (i, id) in instances.iter().enumerate() {
-            if let Ok(meta) = metadata_from_ec2(&ec2, id, REGION, &[vpc_cidr]).await {
-                if served[i].as_ref() != Some(&meta) {
-                    imds[i].handle().set(meta.clone());
-                    served[i] = Some(meta);
+                for (i, inst) in described.into_iter().enumerate() {
+                    if let Ok(meta) = metadata_of_instance(&ec2, inst, REGION, &[vpc_cidr]).await {
+                        if served[i] != meta {
+                            imds[i].handle().set(meta.clone());
+                            served[i] = meta;
+                        }
+                    }
                 }
             }
+            Err(e) => eprintln!("vpc-hypervisor: {e:#}"),
         }
         if !written {
             let info = VpcInfo {
@@ -222,9 +230,7 @@ async fn serve(lab: &str, nodes: usize, instance_type: &str, dir: &Path) -> anyh
                     .map(|(i, id)| node_info(i, id, &current))
                     .collect::<anyhow::Result<_>>()?,
             };
-            let tmp = dir.join("vpc.json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
-            std::fs::rename(&tmp, dir.join("vpc.json"))?;
+            write_json(&dir.join("vpc.json"), &info)?;
             written = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -239,13 +245,18 @@ fn node_info(i: usize, id: &str, plugs: &BTreeMap<String, Plug>) -> anyhow::Resu
         instance_id: id.to_string(),
         mac: p.mac.clone(),
         ip: p.primary_ip,
-        imds_port: IMDS_BASE_PORT + i as u16 + 1,
+        imds_port: imds_port(i + 1),
     })
+}
+
+/// The IMDS port of node `i` (1-based).
+pub fn imds_port(i: usize) -> u16 {
+    IMDS_BASE_PORT + i as u16
 }
 
 /// The node-facing IMDS endpoint of node `i` (1-based).
 pub fn imds_endpoint(i: usize) -> String {
-    format!("http://{GATEWAY}:{}", IMDS_BASE_PORT + i as u16)
+    format!("http://{GATEWAY}:{}", imds_port(i))
 }
 
 /// moto's endpoint as nodes reach it.

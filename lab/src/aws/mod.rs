@@ -296,12 +296,8 @@ pub fn status(lab: &LabState) -> String {
     if let Some(info) = &v.info {
         for (n, i) in lab.nodes.iter().zip(&info.nodes) {
             out.push_str(&format!(
-                "instance {} of {}: primary ENI {} {}, IMDS {}\n",
-                i.instance_id,
-                n.name,
-                i.mac,
-                i.ip,
-                hypervisor::imds_endpoint(i.imds_port as usize - IMDS_BASE_PORT as usize)
+                "instance {} of {}: primary ENI {} {}, IMDS http://{GATEWAY}:{}\n",
+                i.instance_id, n.name, i.mac, i.ip, i.imds_port
             ));
         }
     }
